@@ -1,0 +1,11 @@
+"""s2sft-fairseq: s2s-ft (Bao et al.) fine-tuning of pretrained bidirectional Transformers in fairseq.
+
+``--user-dir`` imports this package, which registers the model ``unilm_seq2seq``, the task
+``pseudo_masked_lm`` and the criterion ``s2s_label_smoothed_cross_entropy``, and allow-lists the
+globals fairseq checkpoints need under ``torch.load(weights_only=True)``.
+"""
+from . import safe_loading
+
+safe_loading.register()
+
+from . import criterions, models, tasks, tokenizer  # noqa: E402,F401

@@ -1,0 +1,167 @@
+"""Paired examples for s2s-ft fine-tuning: truncation, target corruption and collation.
+
+Each item is ``[CLS] s [SEP]`` (source) and ``t_1 .. t_n`` ending in ``[SEP]`` (target), plus the
+target block's input for the method (s2s-ft §2.1-2.3, DESIGN §2):
+
+* causal:        input ``[SOS] t_1 .. t_{n-1}``, every slot labelled with the next token.
+* masked:        input ``t`` with ``k = max(1, round(p * n))`` slots corrupted (80 % ``[MASK]``,
+                 10 % a random token, 10 % kept), labels only on those slots.
+* pseudo_masked: input ``t`` corrupted the same way (so the model learns to rely on the source),
+                 every ``[P]_j`` labelled with ``t_j``.
+
+Corruption is drawn from a generator seeded by ``(seed, epoch, index)``: the same example is
+corrupted the same way whichever process or batch it lands in (data-parallel safe).
+"""
+import logging
+
+import numpy as np
+import torch
+from fairseq.data import FairseqDataset, data_utils
+
+logger = logging.getLogger(__name__)
+
+
+class Seq2SeqPackDataset(FairseqDataset):
+    def __init__(self, src, tgt, dictionary, method, max_source_positions, max_target_positions,
+                 target_mask_prob=0.5, seed=1, left_pad_source=False, shuffle=True, name="data"):
+        if tgt is not None and len(src) != len(tgt):
+            raise ValueError(f"{name}: source has {len(src)} examples but target has {len(tgt)}")
+        if max_source_positions < 3 or max_target_positions < 2:
+            raise ValueError("--max-source-positions must be >= 3 and --max-target-positions >= 2")
+        self.src, self.tgt, self.dict = src, tgt, dictionary
+        self.method = method
+        self.max_src, self.max_tgt = max_source_positions, max_target_positions
+        self.p = target_mask_prob
+        self.seed, self.epoch = seed, 1
+        self.left_pad_source = left_pad_source
+        self.shuffle = shuffle
+        self.bos, self.eos, self.pad = dictionary.bos(), dictionary.eos(), dictionary.pad()
+        self.mask_idx = dictionary.mask() if hasattr(dictionary, "mask") else dictionary.index("[MASK]")
+        specials = {self.bos, self.eos, self.pad, self.unk_or(dictionary), self.mask_idx}
+        self.random_pool = np.array([i for i in range(len(dictionary)) if i not in specials], dtype=np.int64)
+        # raw sizes include the eos fairseq-preprocess appends
+        src_raw = np.asarray(src.sizes, dtype=np.int64)
+        self.src_sizes = np.minimum(src_raw + 1, self.max_src)  # + [CLS]
+        if tgt is not None:
+            tgt_raw = np.asarray(tgt.sizes, dtype=np.int64)
+            self.tgt_sizes = np.minimum(tgt_raw, self.max_tgt)
+            n_tgt_trunc = int((tgt_raw > self.max_tgt).sum())
+        else:
+            self.tgt_sizes = np.zeros_like(self.src_sizes)
+            n_tgt_trunc = 0
+        n_src_trunc = int((src_raw + 1 > self.max_src).sum())
+        if n_src_trunc or n_tgt_trunc:
+            logger.info(f"{name}: truncated {n_src_trunc} of {len(src)} sources to {self.max_src} tokens and "
+                        f"{n_tgt_trunc} targets to {self.max_tgt} tokens (nothing dropped)")
+
+    @staticmethod
+    def unk_or(d):
+        return d.unk()
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    @property
+    def can_reuse_epoch_itr_across_epochs(self):
+        return False  # corruption changes with the epoch
+
+    # ------------------------------------------------------------------ items
+    def source_item(self, index):
+        body = self.src[index]
+        if len(body) and body[-1] == self.eos:
+            body = body[:-1]
+        body = body[: self.max_src - 2]
+        return torch.cat([body.new_tensor([self.bos]), body, body.new_tensor([self.eos])])
+
+    def target_item(self, index):
+        body = self.tgt[index]
+        if len(body) and body[-1] == self.eos:
+            body = body[:-1]
+        body = body[: self.max_tgt - 1]
+        return torch.cat([body, body.new_tensor([self.eos])])
+
+    def corrupt(self, target, rng):
+        """Return (input, label mask) with k = max(1, round(p n)) slots corrupted 80/10/10."""
+        n = len(target)
+        k = min(n, max(1, int(round(self.p * n))))
+        chosen = rng.choice(n, size=k, replace=False)
+        inp = target.clone()
+        roll = rng.random(k)
+        for pos, r in zip(chosen, roll):
+            if r < 0.8:
+                inp[pos] = self.mask_idx
+            elif r < 0.9:
+                inp[pos] = int(self.random_pool[rng.integers(len(self.random_pool))])
+        corrupted = torch.zeros(n, dtype=torch.bool)
+        corrupted[torch.as_tensor(chosen)] = True
+        return inp, corrupted
+
+    def __getitem__(self, index):
+        item = {"id": index, "source": self.source_item(index)}
+        if self.tgt is None:
+            return item
+        target = self.target_item(index)
+        item["target"] = target
+        if self.method == "causal":
+            item["tgt_input"] = torch.cat([target.new_tensor([self.bos]), target[:-1]])
+            item["loss_target"] = target
+        else:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            inp, corrupted = self.corrupt(target, rng)
+            item["tgt_input"] = inp
+            if self.method == "masked":
+                item["loss_target"] = torch.where(corrupted, target, torch.full_like(target, self.pad))
+            else:
+                item["loss_target"] = target
+        return item
+
+    def __len__(self):
+        return len(self.src)
+
+    # ------------------------------------------------------------------ batching
+    def collater(self, samples):
+        if not samples:
+            return {}
+        pad = self.pad
+        src = data_utils.collate_tokens([s["source"] for s in samples], pad, left_pad=self.left_pad_source)
+        batch = {
+            "id": torch.LongTensor([s["id"] for s in samples]),
+            "nsentences": len(samples),
+            "net_input": {"src_tokens": src,
+                          "src_lengths": torch.LongTensor([len(s["source"]) for s in samples])},
+        }
+        if "target" in samples[0]:
+            batch["target"] = data_utils.collate_tokens([s["target"] for s in samples], pad)
+            batch["loss_target"] = data_utils.collate_tokens([s["loss_target"] for s in samples], pad)
+            batch["net_input"]["tgt_input"] = data_utils.collate_tokens([s["tgt_input"] for s in samples], pad)
+            batch["ntokens"] = int(batch["loss_target"].ne(pad).sum())
+        else:
+            batch["ntokens"] = 0
+        return batch
+
+    def num_tokens(self, index):
+        t = self.tgt_sizes[index]
+        return int(self.src_sizes[index] + (2 * t if self.method == "pseudo_masked" else t))
+
+    def num_tokens_vec(self, indices):
+        t = self.tgt_sizes[indices]
+        return self.src_sizes[indices] + (2 * t if self.method == "pseudo_masked" else t)
+
+    def size(self, index):
+        return (int(self.src_sizes[index]), int(self.tgt_sizes[index]))
+
+    @property
+    def sizes(self):
+        return np.stack([self.src_sizes, self.tgt_sizes], axis=1)
+
+    def ordered_indices(self):
+        if self.shuffle:
+            indices = np.random.permutation(len(self)).astype(np.int64)
+        else:
+            indices = np.arange(len(self), dtype=np.int64)
+        indices = indices[np.argsort(self.tgt_sizes[indices], kind="mergesort")]
+        return indices[np.argsort(self.src_sizes[indices], kind="mergesort")]
+
+    @property
+    def supports_prefetch(self):
+        return False

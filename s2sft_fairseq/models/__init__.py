@@ -1,0 +1,1 @@
+from . import unilm_seq2seq  # noqa: F401

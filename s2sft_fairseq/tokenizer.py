@@ -1,0 +1,36 @@
+"""fairseq BPE ``checkpoint_tokenizer``: the checkpoint's own Hugging Face tokenizer.
+
+Output tokens are merged back into text (WordPiece ``##``, byte-level BPE, sentencepiece) with
+``convert_tokens_to_string``; raw text for fairseq-interactive is split into the same tokens
+``s2sft-prepare`` produces. The task uses it automatically when no ``--bpe`` is given.
+"""
+from dataclasses import dataclass, field
+
+from fairseq.data.encoders import register_bpe
+from fairseq.dataclass import FairseqDataclass
+
+
+@dataclass
+class CheckpointTokenizerConfig(FairseqDataclass):
+    tokenizer_dir: str = field(default="", metadata={"help": "directory with the checkpoint's tokenizer files"})
+
+
+@register_bpe("checkpoint_tokenizer", dataclass=CheckpointTokenizerConfig)
+class CheckpointTokenizerBPE:
+    def __init__(self, cfg):
+        from transformers import AutoTokenizer
+        self.tok = AutoTokenizer.from_pretrained(cfg.tokenizer_dir, local_files_only=True)
+
+    @classmethod
+    def from_dir(cls, path):
+        return cls(CheckpointTokenizerConfig(tokenizer_dir=path))
+
+    def encode(self, x: str) -> str:
+        return " ".join(self.tok.tokenize(x))
+
+    def decode(self, x: str) -> str:
+        tokens = x.split()
+        return self.tok.convert_tokens_to_string(tokens).strip() if tokens else ""
+
+    def is_beginning_of_word(self, x: str) -> bool:
+        return not x.startswith("##")
