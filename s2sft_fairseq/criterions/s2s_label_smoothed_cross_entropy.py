@@ -66,4 +66,6 @@ class S2SLabelSmoothedCrossEntropy(FairseqCriterion):
 
     @staticmethod
     def logging_outputs_can_be_summed() -> bool:
-        return False
+        """Every logged value is a sum, so data-parallel workers reduce them with one all-reduce
+        (fairseq's all_gather_list fallback allocates CUDA buffers and fails on CPU/gloo)."""
+        return True
