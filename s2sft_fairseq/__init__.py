@@ -2,10 +2,12 @@
 
 ``--user-dir`` imports this package, which registers the model ``unilm_seq2seq``, the task
 ``pseudo_masked_lm`` and the criterion ``s2s_label_smoothed_cross_entropy``, and allow-lists the
-globals fairseq checkpoints need under ``torch.load(weights_only=True)``.
+globals fairseq checkpoints need under ``torch.load(weights_only=True)``, and makes fairseq's
+checkpoint copies atomic (:mod:`.atomic_checkpoints`).
 """
-from . import safe_loading
+from . import atomic_checkpoints, safe_loading
 
 safe_loading.register()
+atomic_checkpoints.install()
 
 from . import criterions, models, tasks, tokenizer  # noqa: E402,F401
