@@ -11,6 +11,18 @@ PY="$VENV/bin/python"
 STAMP="$VENV/.s2sft-installed"
 want="$(cat "$ROOT/requirements.txt" "$ROOT/setup.py" | sha1sum | cut -c1-12)"
 
+# Real offline data sets (DESIGN §7): WordNet and the KJV / WEB SWORD modules, from Debian.
+# Checked on every run (cheap), before the venv stamp, so a machine with a venv but without
+# the packages still gets them.
+APT_PKGS="wordnet-base sword-text-kjv sword-text-web"
+if ! dpkg -s $APT_PKGS >/dev/null 2>&1; then
+  echo "[setup] apt: $APT_PKGS"
+  SUDO=""
+  if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $APT_PKGS
+fi
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   exit 0
 fi
