@@ -5,9 +5,10 @@
 globals fairseq checkpoints need under ``torch.load(weights_only=True)``, and makes fairseq's
 checkpoint copies atomic (:mod:`.atomic_checkpoints`).
 """
-from . import atomic_checkpoints, safe_loading
+from . import atomic_checkpoints, errors, safe_loading
 
 safe_loading.register()
 atomic_checkpoints.install()
+errors.install_excepthook()
 
 from . import criterions, models, tasks, tokenizer  # noqa: E402,F401

@@ -32,13 +32,14 @@ from typing import Dict, List, Optional
 
 import torch
 
+from ..errors import S2SFTError
 from ..modules.bert_stack import BertStack, StackConfig, activation
 from .vocab import CheckpointDictionary, dictionary_from_tokenizer
 
 logger = logging.getLogger(__name__)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(S2SFTError):
     """A pretrained checkpoint that cannot be imported, with what is wrong and where."""
 
 

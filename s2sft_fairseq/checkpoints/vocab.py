@@ -26,6 +26,8 @@ from typing import Dict, List, Optional, Sequence
 
 from fairseq.data import Dictionary
 
+from ..errors import S2SFTError
+
 logger = logging.getLogger(__name__)
 
 HEADER = "#s2sft-dictionary"
@@ -39,7 +41,7 @@ SPECIAL_CANDIDATES: Dict[str, Sequence[str]] = {
 }
 
 
-class VocabularyMismatchError(ValueError):
+class VocabularyMismatchError(S2SFTError):
     """The data's dictionary and the checkpoint's vocabulary disagree."""
 
 
