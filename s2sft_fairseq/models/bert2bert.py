@@ -1,0 +1,369 @@
+"""``bert2bert``: the Rothe et al. (2020) warm-started encoder-decoder baseline (DESIGN §5).
+
+Encoder and decoder are both :class:`BertStack` s warm-started from the same checkpoint
+(:func:`build_stack_from_config`, shared with ``unilm_seq2seq``):
+
+* **Encoder**: the stack run bidirectionally over ``[CLS] s [SEP]`` (padding masked out,
+  positions counted over real tokens, so left padding shifts nothing).
+* **Decoder**: the same architecture with causal self-attention and, in every layer, a
+  cross-attention block (query/key/value/output + LayerNorm, post-LN) inserted between the
+  self-attention and the feed-forward halves of the pretrained :class:`Layer` -- the layout of
+  Rothe et al. and of Hugging Face's ``BertGenerationDecoder`` / ``add_cross_attention``. The
+  cross-attention blocks are the only new weights; they start from BERT's initialisation
+  (N(0, 0.02), LayerNorm 1/0).
+* **Output layer**: the decoder stack's MLM head (``stack.lm_head``), tied to its word embeddings.
+
+Variants:
+
+* ``bert2bert`` (default): two stacks. Following Rothe et al. (whose BERT2BERT has 221M
+  parameters against 248M for two fully separate BERT-base towers plus cross-attention) the
+  *word embedding matrix* is shared between encoder and decoder (registered once, in the
+  decoder); ``--separate-word-embeddings`` gives each its own copy, the layout of Hugging Face's
+  ``EncoderDecoderModel`` where nothing is shared. The encoder keeps no MLM head.
+* ``--share-encoder-decoder``: BERTShare / RoBERTaShare. Encoder and decoder are one stack
+  (every weight except cross-attention shared); it is registered once, on the model
+  (``model.stack``), and the two roles hold unregistered references, as in ``unilm_seq2seq``,
+  so each shared tensor appears exactly once in the state dict.
+
+Inputs (choices written down per DESIGN's preamble):
+
+* Token types: 0 on both sides. Rothe et al. initialise the decoder from the plain BERT
+  checkpoint and feed it as a single segment; ``BertLMHeadModel`` defaults to type 0 and
+  ``BertGenerationDecoder`` has no type embedding at all. (``unilm_seq2seq`` uses type 1 for the
+  target only because source and target share one packed sequence; here they do not.)
+* Decoder positions start at 0 for the target: ``[SOS]`` is at 0, ``t_j`` at ``j``, as if the
+  target were a standalone BERT sequence starting with ``[CLS]``.
+* Decoder input: with ``--ft-method causal`` the task supplies ``tgt_input = [SOS] t_1..t_{n-1}``
+  (``[SOS]`` = the dictionary's bos, ``[CLS]``/``<s>``) and labels ``t_1..t_n``; the other
+  methods make no sense for an encoder-decoder and are refused as soon as a batch carries
+  ``tgt_input`` (``fairseq-generate`` needs no ``--ft-method``).
+  fairseq's generator (and the stock translation task's ``prev_output_tokens``) starts with eos
+  instead; the decoder maps that first slot to bos, so generation sees exactly what training
+  saw. The decoder input is expected right-padded (the task and the generator produce that).
+
+Decoding is incremental (:class:`Bert2BertDecoder`): the self-attention keys/values of earlier
+target tokens are cached, the cross-attention keys/values are projected once from the encoder
+output at the first step, and both are reordered for beams and shrinking batches.
+"""
+import copy
+import logging
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from fairseq.dataclass import FairseqDataclass
+from fairseq.models import (
+    FairseqEncoder, FairseqEncoderDecoderModel, FairseqIncrementalDecoder,
+    register_model, register_model_architecture,
+)
+from omegaconf import II
+
+from ..masks import valid_positions
+from ..modules.bert_stack import BertStack, Layer, StackConfig
+from .unilm_seq2seq import build_stack_from_config
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Bert2BertConfig(FairseqDataclass):
+    pretrained_checkpoint: str = field(default="", metadata={
+        "help": "Hugging Face directory (config.json + weights + tokenizer) or fairseq RoBERTa "
+                "model.pt/dict.txt that warm-starts both encoder and decoder; empty = random init"})
+    load_pretrained_weights: bool = field(default=True, metadata={
+        "help": "internal: set to False in the saved config once the weights are inside the "
+                "fairseq checkpoint, so generation does not need the pretrained files"})
+    share_encoder_decoder: bool = field(default=False, metadata={
+        "help": "BERTShare / RoBERTaShare (Rothe et al.): encoder and decoder share every weight "
+                "except cross-attention"})
+    separate_word_embeddings: bool = field(default=False, metadata={
+        "help": "without --share-encoder-decoder: give encoder and decoder their own copy of the "
+                "word embedding matrix (Hugging Face EncoderDecoderModel); by default they share "
+                "one, as Rothe et al.'s BERT2BERT does"})
+    # Stack sizes: filled from the pretrained checkpoint's config when one is given.
+    vocab_size: int = 0
+    hidden_size: int = field(default=768, metadata={"help": "hidden size (random init)"})
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    embedding_size: int = 0
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+    dropout: float = field(default=-1.0, metadata={"help": "override the checkpoint's hidden dropout (-1 = keep)"})
+    attention_dropout: float = field(default=-1.0, metadata={"help": "override attention dropout (-1 = keep)"})
+    max_source_positions: int = II("task.max_source_positions")
+    max_target_positions: int = II("task.max_target_positions")
+
+
+# --------------------------------------------------------------------------- layer pieces
+# Layer.forward runs self-attention and feed-forward in one go. The decoder needs the two halves
+# separately (cross-attention goes in between) and the attention half with keys/values that do
+# not come from the same input. These two functions are exactly the halves of Layer.forward
+# (tests/test_bert2bert.py checks that composing them reproduces Layer.forward); they would be
+# better as ``Layer.attend`` / ``Layer.feed_forward`` methods in bert_stack.py.
+def attend(block, x, k, v, attn_mask):
+    """Attention half of a :class:`Layer` (or :class:`CrossAttention`) with given keys/values.
+
+    ``x``: queries' hidden states (B, Q, H); ``k``/``v``: (B, heads, K, head_dim);
+    ``attn_mask``: bool, broadcastable to (B, heads, Q, K), True = may attend; or None.
+    Returns LayerNorm(x + dropout(out(attention))).
+    """
+    q = block.split_heads(block.query(x))
+    ctx = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask,
+        dropout_p=block.attention_dropout if block.training else 0.0,
+    )
+    b, _, n, _ = ctx.shape
+    ctx = ctx.transpose(1, 2).reshape(b, n, -1)
+    return block.attn_layer_norm(x + block.dropout(block.attn_out(ctx)))
+
+
+def feed_forward(layer: Layer, x):
+    """Feed-forward half of a :class:`Layer`: LayerNorm(x + dropout(ffn(x)))."""
+    return layer.ffn_layer_norm(x + layer.dropout(layer.ffn_out(layer.act(layer.ffn_in(x)))))
+
+
+class CrossAttention(nn.Module):
+    """Encoder-decoder attention block: the attention half of a :class:`Layer` (same parameter
+    names, same post-LN residual), queries from the decoder, keys/values from the encoder output.
+    Starts from BERT's initialisation; the checkpoint has nothing for it."""
+
+    split_heads = Layer.split_heads
+    project_kv = Layer.project_kv
+
+    def __init__(self, cfg: StackConfig):
+        super().__init__()
+        h = cfg.hidden_size
+        self.num_heads = cfg.num_heads
+        self.head_dim = h // cfg.num_heads
+        self.query = nn.Linear(h, h)
+        self.key = nn.Linear(h, h)
+        self.value = nn.Linear(h, h)
+        self.attn_out = nn.Linear(h, h)
+        self.attn_layer_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.attention_dropout = cfg.attention_dropout
+        self.apply(BertStack._init_weights)
+
+    def forward(self, x, k, v, attn_mask):
+        return attend(self, x, k, v, attn_mask)
+
+
+def _reference(owner: nn.Module, name: str, obj):
+    """Make ``owner.name`` a plain (unregistered) reference: shared weights are registered once."""
+    if name in owner._modules:
+        del owner._modules[name]
+    object.__setattr__(owner, name, obj)
+
+
+# --------------------------------------------------------------------------- encoder
+class Bert2BertEncoder(FairseqEncoder):
+    """Bidirectional BERT encoder over ``[CLS] s [SEP]`` (token type 0, positions from 0)."""
+
+    def __init__(self, dictionary, stack: BertStack, register_stack: bool = True):
+        super().__init__(dictionary)
+        if register_stack:
+            self.stack = stack
+        else:
+            _reference(self, "stack", stack)
+
+    def forward(self, src_tokens, src_lengths=None, **unused):
+        valid, positions = valid_positions(src_tokens, self.dictionary.pad())
+        eye = torch.eye(src_tokens.size(1), dtype=torch.bool, device=src_tokens.device)
+        mask = valid[:, None, :] | eye[None]  # a padding slot attends to itself only
+        h, _ = self.stack(src_tokens, positions, None, mask)
+        return {"encoder_out": [h], "src_valid": [valid]}
+
+    @torch.jit.export
+    def reorder_encoder_out(self, encoder_out: Dict[str, List[torch.Tensor]], new_order):
+        return {key: [t.index_select(0, new_order) for t in ts] for key, ts in encoder_out.items()}
+
+    def max_positions(self):
+        return self.stack.cfg.max_positions
+
+
+# --------------------------------------------------------------------------- decoder
+class Bert2BertDecoder(FairseqIncrementalDecoder):
+    """Causal BERT decoder with one cross-attention block per layer, incremental for generation.
+
+    Layer i = self-attention half of ``stack.layers[i]`` (causal) -> ``cross_attention[i]`` ->
+    feed-forward half of ``stack.layers[i]``.
+    """
+
+    def __init__(self, dictionary, stack: BertStack, cross_attention: nn.ModuleList,
+                 max_target_positions: int, register_stack: bool = True):
+        super().__init__(dictionary)
+        if len(cross_attention) != len(stack.layers):
+            raise ValueError(f"{len(cross_attention)} cross-attention blocks for {len(stack.layers)} layers")
+        if register_stack:
+            self.stack = stack
+        else:
+            _reference(self, "stack", stack)
+        self.cross_attention = cross_attention
+        self.max_target_positions = max_target_positions
+
+    def _with_sos(self, tokens):
+        """Slot 0 is [SOS] = bos, whatever start symbol the caller used (fairseq feeds eos)."""
+        return torch.cat([tokens.new_full((tokens.size(0), 1), self.dictionary.bos()), tokens[:, 1:]], dim=1)
+
+    def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None,
+                features_only=False, **kwargs):
+        x = self.extract_features(prev_output_tokens, encoder_out, incremental_state)
+        return (x if features_only else self.output_layer(x)), None
+
+    def extract_features(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
+        if incremental_state is not None:
+            return self._step(prev_output_tokens, encoder_out, incremental_state)
+        return self._full(prev_output_tokens, encoder_out)
+
+    def output_layer(self, features):
+        return self.stack.lm_head(features)
+
+    def _full(self, prev_output_tokens, encoder_out):
+        """All target slots at once (training, and the reference for the cache)."""
+        tokens = self._with_sos(prev_output_tokens)
+        valid, positions = valid_positions(tokens, self.dictionary.pad())
+        T = tokens.size(1)
+        causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
+        eye = torch.eye(T, dtype=torch.bool, device=tokens.device)
+        self_mask = ((causal[None] & valid[:, None, :]) | eye[None]).unsqueeze(1)  # (B, 1, T, T)
+        enc = encoder_out["encoder_out"][0]
+        cross_mask = encoder_out["src_valid"][0][:, None, None, :]                 # (B, 1, 1, S)
+        x = self.stack.embeddings(tokens, positions, None)
+        for layer, cross in zip(self.stack.layers, self.cross_attention):
+            k, v = layer.project_kv(x)
+            x = attend(layer, x, k, v, self_mask)
+            ck, cv = cross.project_kv(enc)
+            x = cross(x, ck, cv, cross_mask)
+            x = feed_forward(layer, x)
+        return x
+
+    def _step(self, prev_output_tokens, encoder_out, incremental_state):
+        """One new target slot; earlier self-attention K/V and the cross K/V come from the cache."""
+        step = prev_output_tokens.size(1) - 1
+        bsz = prev_output_tokens.size(0)
+        cache = self.get_incremental_state(incremental_state, "kv")
+        if cache is None:
+            cache = {}
+        enc = encoder_out["encoder_out"][0]
+        if "cross_k0" not in cache:  # first step: project the encoder output once per layer
+            for i, cross in enumerate(self.cross_attention):
+                cache[f"cross_k{i}"], cache[f"cross_v{i}"] = cross.project_kv(enc)
+        cross_mask = encoder_out["src_valid"][0][:, None, None, :]
+        if step == 0:
+            tokens = prev_output_tokens.new_full((bsz, 1), self.dictionary.bos())
+        else:
+            tokens = prev_output_tokens[:, -1:]
+        positions = tokens.new_full((bsz, 1), step)
+        x = self.stack.embeddings(tokens, positions, None)
+        for i, (layer, cross) in enumerate(zip(self.stack.layers, self.cross_attention)):
+            k, v = layer.project_kv(x)
+            if f"self_k{i}" in cache:
+                k = torch.cat([cache[f"self_k{i}"], k], dim=2)
+                v = torch.cat([cache[f"self_v{i}"], v], dim=2)
+            cache[f"self_k{i}"], cache[f"self_v{i}"] = k, v
+            x = attend(layer, x, k, v, None)  # the new slot sees every cached target slot
+            x = cross(x, cache[f"cross_k{i}"], cache[f"cross_v{i}"], cross_mask)
+            x = feed_forward(layer, x)
+        self.set_incremental_state(incremental_state, "kv", cache)
+        return x
+
+    def reorder_incremental_state(self, incremental_state, new_order):
+        cache = self.get_incremental_state(incremental_state, "kv")
+        if cache is None:
+            return
+        for key in list(cache.keys()):
+            cache[key] = cache[key].index_select(0, new_order)
+        self.set_incremental_state(incremental_state, "kv", cache)
+
+    def max_positions(self):
+        return self.max_target_positions
+
+
+# --------------------------------------------------------------------------- model
+def _method_error(method: str) -> str:
+    return (f"bert2bert is a left-to-right encoder-decoder (Rothe et al.) and trains only with "
+            f"--ft-method causal (decoder input [SOS] t_1..t_(n-1), labels t_1..t_n); got "
+            f"--ft-method {method}")
+
+
+@register_model("bert2bert", dataclass=Bert2BertConfig)
+class Bert2BertModel(FairseqEncoderDecoderModel):
+    def __init__(self, cfg, encoder, decoder, shared_stack: Optional[BertStack] = None):
+        super().__init__(encoder, decoder)
+        self.cfg = cfg
+        self.ft_method = "causal"  # the task's --ft-method, set by build_model; checked in forward
+        if shared_stack is not None:
+            self.stack = shared_stack  # BERTShare: the only registration of the shared weights
+
+    @classmethod
+    def build_model(cls, cfg, task):
+        # The task's --ft-method is checked on the first batch that carries tgt_input (forward),
+        # not here: fairseq-generate rebuilds the model with the task's default method.
+        method = getattr(getattr(task, "cfg", None), "ft_method", "causal")
+        dictionary = task.source_dictionary
+        tgt_dict = task.target_dictionary
+        if tgt_dict is not None and list(tgt_dict.symbols) != list(dictionary.symbols):
+            raise ValueError("bert2bert: source and target dictionaries differ; both sides use the "
+                             "checkpoint's vocabulary")
+        required = max(cfg.max_source_positions, cfg.max_target_positions)
+        stack = build_stack_from_config(cfg, dictionary, required, where="bert2bert")
+        cross = nn.ModuleList(CrossAttention(stack.cfg) for _ in range(len(stack.layers)))
+        if cfg.share_encoder_decoder:
+            encoder = Bert2BertEncoder(dictionary, stack, register_stack=False)
+            decoder = Bert2BertDecoder(dictionary, stack, cross, cfg.max_target_positions, register_stack=False)
+            model = cls(cfg, encoder, decoder, shared_stack=stack)
+        else:
+            # Both towers start from the same checkpoint: the encoder is a copy of the loaded
+            # stack (identical to loading the checkpoint a second time).
+            enc_stack = copy.deepcopy(stack)
+            enc_stack.lm_head = None  # the output layer is the decoder's
+            if not cfg.separate_word_embeddings:
+                _reference(enc_stack.embeddings, "word", stack.embeddings.word)
+            encoder = Bert2BertEncoder(dictionary, enc_stack)
+            decoder = Bert2BertDecoder(dictionary, stack, cross, cfg.max_target_positions)
+            model = cls(cfg, encoder, decoder)
+        model.ft_method = method
+        n = sum(p.numel() for p in model.parameters())
+        n_cross = sum(p.numel() for p in cross.parameters())
+        logger.info(f"bert2bert ({'shared encoder-decoder' if cfg.share_encoder_decoder else 'separate encoder and decoder'}"
+                    f"{', separate word embeddings' if cfg.separate_word_embeddings and not cfg.share_encoder_decoder else ''}): "
+                    f"{n:,} parameters, {n_cross:,} of them in the new cross-attention blocks")
+        return model
+
+    def forward(self, src_tokens, src_lengths=None, tgt_input=None, prev_output_tokens=None,
+                features_only=False, **kwargs):
+        """Training forward: hidden states (or logits) of every target slot.
+
+        ``tgt_input`` (task, ``--ft-method causal``) or ``prev_output_tokens`` (fairseq's
+        translation convention, eos first) is the decoder input; its first slot becomes [SOS].
+        """
+        if tgt_input is not None and self.ft_method != "causal":
+            raise ValueError(_method_error(self.ft_method))
+        dec_in = tgt_input if tgt_input is not None else prev_output_tokens
+        if dec_in is None:
+            raise ValueError("bert2bert.forward needs tgt_input (or prev_output_tokens)")
+        encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
+        return self.decoder(dec_in, encoder_out=encoder_out, features_only=features_only)
+
+    def output_layer(self, features):
+        return self.decoder.output_layer(features)
+
+    def max_positions(self):
+        return (self.cfg.max_source_positions, self.cfg.max_target_positions)
+
+    def max_decoder_positions(self):
+        return self.cfg.max_target_positions
+
+
+@register_model_architecture("bert2bert", "bert2bert_tiny")
+def tiny_architecture(cfg):
+    """A 2-layer, 32-wide random model for tests (ignored when a checkpoint sets the sizes)."""
+    cfg.hidden_size = 32
+    cfg.num_layers = 2
+    cfg.num_heads = 4
+    cfg.intermediate_size = 64
