@@ -11,11 +11,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
+import numpy as np
+
 from fairseq import utils
 from fairseq.data import data_utils
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.tasks import FairseqTask, register_task
-from omegaconf import II
+from omegaconf import II, OmegaConf
 
 from ..checkpoints.vocab import load_task_dictionary
 from ..data import Seq2SeqPackDataset
@@ -94,24 +96,88 @@ class PseudoMaskedLMTask(FairseqTask):
         self.datasets[split].is_train = is_train
         logger.info(f"{data_path} {split} {len(self.datasets[split])} examples ({self.cfg.ft_method})")
 
+    def build_model(self, cfg, from_checkpoint=False):
+        """Build the model, then write what it learned from the pretrained checkpoint (sizes,
+        ``load_pretrained_weights=False``, the decoding method) back into ``cfg``.
+
+        fairseq's ``models.build_model`` hands the model a merged *copy* of the config, while
+        the trainer saves the original: without this, a saved checkpoint would not record the
+        imported sizes and generation would have to re-read the pretrained files.
+        """
+        from omegaconf import open_dict
+        model = super().build_model(cfg, from_checkpoint)
+        learned = getattr(model, "cfg", None)
+        if learned is not None and learned is not cfg:
+            with open_dict(cfg):
+                for key in learned:
+                    if key in cfg and key != "_name" and not OmegaConf.is_missing(learned, key):
+                        value = learned[key]
+                        if cfg[key] != value:
+                            cfg[key] = value
+        return model
+
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
-        from fairseq.data import ListDataset  # noqa: F401 - token lists straight from interactive
+        """Token lists from fairseq-interactive (each ending in the end symbol ``encode_line``
+        appends) as a source-only :class:`Seq2SeqPackDataset`. Inputs longer than
+        ``--max-source-positions`` are truncated with a warning, never dropped."""
+        if constraints is not None:
+            raise ValueError("pseudo_masked_lm does not support --constraints")
         from .inference_data import TokensDataset
-        return Seq2SeqPackDataset(
+        limit = self.cfg.max_source_positions
+        too_long = sum(1 for t in src_tokens if len(t) + 1 > limit)  # + [CLS]
+        if too_long:
+            logger.warning(f"{too_long} of {len(src_tokens)} input(s) are longer than --max-source-positions "
+                           f"{limit} (incl. [CLS]/[SEP]) and are truncated to it")
+        dataset = Seq2SeqPackDataset(
             TokensDataset(src_tokens), None, self.dictionary, self.cfg.ft_method,
             self.cfg.max_source_positions, self.cfg.max_target_positions, seed=self.cfg.seed,
             left_pad_source=self.cfg.left_pad_source, shuffle=False, name="input")
+        dataset.is_train = False
+        return dataset
 
-    def get_batch_iterator(self, dataset, *args, **kwargs):
-        """Keep every sentence outside training: fairseq drops a tail batch whose size is not a
-        multiple of --required-batch-size-multiple (data_utils.batch_by_size)."""
+    @staticmethod
+    def _fit_to_positions(dataset, max_positions):
+        """Truncate (never drop) a non-training dataset to what the model accepts.
+
+        fairseq filters examples longer than ``max_positions`` (the smaller of the task's and
+        the model's limits) with an exception, or silently with ``--skip-invalid-size-inputs-
+        valid-test``; a model trained with shorter limits than the ones given at generation
+        time would otherwise fail or lose sentences.
+        """
+        if not isinstance(dataset, Seq2SeqPackDataset) or not isinstance(max_positions, (tuple, list)):
+            return
+        if len(max_positions) != 2 or any(not isinstance(m, int) for m in max_positions):
+            return
+        max_src, max_tgt = max_positions
+        changed = []
+        if dataset.max_src > max_src:
+            n = int((dataset.src_sizes > max_src).sum())
+            dataset.max_src = max_src
+            dataset.src_sizes = np.minimum(dataset.src_sizes, max_src)
+            changed.append(f"{n} source(s) to {max_src} tokens")
+        if dataset.max_tgt > max_tgt:
+            n = int((dataset.tgt_sizes > max_tgt).sum())
+            dataset.max_tgt = max_tgt
+            dataset.tgt_sizes = np.minimum(dataset.tgt_sizes, max_tgt)
+            changed.append(f"{n} target(s) to {max_tgt} tokens")
+        if changed:
+            logger.warning(f"the model accepts at most {max_src} source / {max_tgt} target positions, fewer "
+                           f"than the task's limits: truncated " + " and ".join(changed) + " (nothing dropped)")
+
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
+                           ignore_invalid_inputs=False, required_batch_size_multiple=1, *args, **kwargs):
+        """Keep every sentence outside training.
+
+        fairseq rounds batches to --required-batch-size-multiple (default 8) and filters
+        examples longer than the model's limits; for validation, generation and interactive
+        input the multiple is 1 and over-long examples are truncated instead
+        (:meth:`_fit_to_positions`), so each example is in exactly one batch.
+        """
         if not getattr(dataset, "is_train", False):
-            if "required_batch_size_multiple" in kwargs:
-                kwargs["required_batch_size_multiple"] = 1
-            elif len(args) >= 5:
-                args = list(args)
-                args[4] = 1
-        return super().get_batch_iterator(dataset, *args, **kwargs)
+            required_batch_size_multiple = 1
+            self._fit_to_positions(dataset, max_positions)
+        return super().get_batch_iterator(dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
+                                          required_batch_size_multiple, *args, **kwargs)
 
     def max_positions(self):
         return (self.cfg.max_source_positions, self.cfg.max_target_positions)
@@ -136,22 +202,40 @@ class PseudoMaskedLMTask(FairseqTask):
         return ""
 
     def build_bpe(self, args):
-        """Without an explicit --bpe, detokenize with the checkpoint's own tokenizer."""
+        """Without an explicit --bpe, detokenize with the checkpoint's own tokenizer.
+
+        The tokenizer directory is ``--tokenizer-dir`` or the checkpoint recorded by
+        s2sft-prepare in ``DATA/pretrained.json``; without either, output stays wordpieces.
+        """
         if getattr(args, "_name", None) or (isinstance(args, dict) and args.get("_name")):
             return super().build_bpe(args)
         tok_dir = self.resolve_tokenizer_dir()
         if not tok_dir:
+            logger.warning("no --tokenizer-dir and no DATA/pretrained.json: output is not detokenized")
             return None
+        if not os.path.isdir(tok_dir):
+            raise FileNotFoundError(f"tokenizer directory {tok_dir!r} (--tokenizer-dir or DATA/pretrained.json) "
+                                    "does not exist")
         from ..tokenizer import CheckpointTokenizerBPE
         return CheckpointTokenizerBPE.from_dir(tok_dir)
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, prefix_allowed_tokens_fn=None):
+        """fairseq's generator construction with :class:`S2SSequenceGenerator` as the class:
+        every stock flag keeps its meaning, plus --gnmt-length-penalty and --ngram-block-ignore."""
         from ..sequence_generator import S2SSequenceGenerator
         extra = dict(extra_gen_cls_kwargs or {})
         if seq_gen_cls is None:
             seq_gen_cls = S2SSequenceGenerator
+            ignore = []
+            for tok in self.cfg.ngram_block_ignore.split():
+                idx = self.dictionary.index(tok)
+                if idx == self.dictionary.unk() and tok != self.dictionary[self.dictionary.unk()]:
+                    raise ValueError(f"--ngram-block-ignore: {tok!r} is not in the dictionary (give the "
+                                     "checkpoint tokenizer's tokens, e.g. '.' or ',')")
+                ignore.append(idx)
+            if ignore and not getattr(args, "no_repeat_ngram_size", 0):
+                logger.warning("--ngram-block-ignore has no effect without --no-repeat-ngram-size")
             extra.setdefault("gnmt_length_penalty", self.cfg.gnmt_length_penalty)
-            extra.setdefault("ngram_block_ignore",
-                             [self.dictionary.index(t) for t in self.cfg.ngram_block_ignore.split()])
+            extra.setdefault("ngram_block_ignore", ignore)
         return super().build_generator(models, args, seq_gen_cls=seq_gen_cls,
                                        extra_gen_cls_kwargs=extra, prefix_allowed_tokens_fn=prefix_allowed_tokens_fn)
