@@ -5,13 +5,19 @@ Every error about the user's input (a checkpoint, a dictionary, a data file) der
 raises them as ordinary exceptions; when one reaches the top of a fairseq CLI run with
 ``--user-dir s2sft_fairseq`` (fairseq-train, -generate, -interactive, -preprocess), the hook
 installed here prints ``s2sft-fairseq: error: <message>`` on one line instead of a traceback and
-exits with status 1. Other exceptions keep Python's default report.
+exits with status 1. Other exceptions keep Python's default report. Set ``S2SFT_TRACEBACK=1``
+to get the full traceback (with the underlying cause) for user errors too.
 """
+import os
 import sys
 
 
 class S2SFTError(ValueError):
     """An error in the user's input, with what is wrong and where."""
+
+
+class MissingFileError(S2SFTError, FileNotFoundError):
+    """A file the user's command needs does not exist (still a ``FileNotFoundError`` for callers)."""
 
 
 _previous_hook = None
@@ -21,8 +27,10 @@ def _excepthook(exc_type, exc, tb):
     err = exc
     while err is not None and not isinstance(err, S2SFTError):
         err = err.__cause__ or err.__context__
-    if err is not None and isinstance(exc, Exception):
-        sys.stderr.write(f"s2sft-fairseq: error: {err}\n")
+    if err is not None and isinstance(exc, Exception) and os.environ.get("S2SFT_TRACEBACK", "") in ("", "0"):
+        # one line, whatever the message holds (e.g. a quoted multi-line library error)
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        sys.stderr.write(f"s2sft-fairseq: error: {message}\n")
         sys.stderr.flush()
         sys.exit(1)
     _previous_hook(exc_type, exc, tb)

@@ -11,12 +11,20 @@ target block's input for the method (s2s-ft §2.1-2.3, DESIGN §2):
 
 Corruption is drawn from a generator seeded by ``(seed, epoch, index)``: the same example is
 corrupted the same way whichever process or batch it lands in (data-parallel safe).
+
+No example is silently lost in batching (:meth:`Seq2SeqPackDataset.batch_by_size`): outside
+training one that needs more than ``--max-tokens`` gets a batch of its own (training: a one-line
+error), and the last batch fairseq drops for ``--required-batch-size-multiple`` is kept.
+:meth:`Seq2SeqPackDataset.select_shard` keeps one of ``--num-shards`` contiguous blocks of ids
+(ids stay the corpus's, so the shards' outputs join).
 """
 import logging
 
 import numpy as np
 import torch
 from fairseq.data import FairseqDataset, data_utils
+
+from ..errors import S2SFTError
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +33,11 @@ class Seq2SeqPackDataset(FairseqDataset):
     def __init__(self, src, tgt, dictionary, method, max_source_positions, max_target_positions,
                  target_mask_prob=0.5, seed=1, left_pad_source=False, shuffle=True, name="data"):
         if tgt is not None and len(src) != len(tgt):
-            raise ValueError(f"{name}: source has {len(src)} examples but target has {len(tgt)}")
+            raise S2SFTError(f"{name}: source has {len(src)} examples but target has {len(tgt)}")
         if max_source_positions < 3 or max_target_positions < 2:
-            raise ValueError("--max-source-positions must be >= 3 and --max-target-positions >= 2")
+            raise S2SFTError(f"--max-source-positions {max_source_positions} / --max-target-positions "
+                             f"{max_target_positions}: the source needs >= 3 positions ([CLS] x [SEP]) and the "
+                             "target >= 2")
         self.src, self.tgt, self.dict = src, tgt, dictionary
         self.method = method
         self.max_src, self.max_tgt = max_source_positions, max_target_positions
@@ -35,6 +45,8 @@ class Seq2SeqPackDataset(FairseqDataset):
         self.seed, self.epoch = seed, 1
         self.left_pad_source = left_pad_source
         self.shuffle = shuffle
+        self.name = name
+        self.shard = None  # ids kept by select_shard (None: all)
         self.bos, self.eos, self.pad = dictionary.bos(), dictionary.eos(), dictionary.pad()
         self.mask_idx = dictionary.mask() if hasattr(dictionary, "mask") else dictionary.index("[MASK]")
         specials = {self.bos, self.eos, self.pad, self.unk_or(dictionary), self.mask_idx}
@@ -154,13 +166,78 @@ class Seq2SeqPackDataset(FairseqDataset):
     def sizes(self):
         return np.stack([self.src_sizes, self.tgt_sizes], axis=1)
 
+    def select_shard(self, num_shards: int, shard_id: int) -> None:
+        """Keep block ``shard_id`` of ``num_shards`` contiguous, near-equal blocks of ids.
+
+        ``len()`` and the ids stay the corpus's: only :meth:`ordered_indices` (what is batched)
+        shrinks, so ``H-<id>`` lines of all shards together cover every example exactly once.
+        """
+        if not (num_shards >= 1 and 0 <= shard_id < num_shards):
+            raise S2SFTError(f"--shard-id {shard_id} with --num-shards {num_shards}: need 0 <= shard id < num shards")
+        self.shard = np.array_split(np.arange(len(self), dtype=np.int64), num_shards)[shard_id]
+        first_last = f"ids {self.shard[0]}..{self.shard[-1]}" if len(self.shard) else "no ids"
+        logger.info(f"{self.name}: shard {shard_id} of {num_shards}: {len(self.shard)} of {len(self)} examples "
+                    f"({first_last})")
+
     def ordered_indices(self):
-        if self.shuffle:
+        if self.shard is not None:
+            indices = self.shard.copy()
+            if self.shuffle:
+                indices = np.random.permutation(indices)
+        elif self.shuffle:
             indices = np.random.permutation(len(self)).astype(np.int64)
         else:
             indices = np.arange(len(self), dtype=np.int64)
         indices = indices[np.argsort(self.tgt_sizes[indices], kind="mergesort")]
         return indices[np.argsort(self.src_sizes[indices], kind="mergesort")]
+
+    def batch_by_size(self, indices, max_tokens=None, max_sentences=None, required_batch_size_multiple=1):
+        """fairseq's batching, without its two ways of losing or refusing examples.
+
+        * An example that needs more than ``max_tokens`` makes fairseq stop with an
+          ``AssertionError``. Outside training each such example gets a batch of its own (with a
+          warning), so generation never loses or refuses one; in training it is a one-line error
+          naming the example and the options to change.
+        * fairseq 0.12 drops the last batch when its size is not a multiple of
+          ``--required-batch-size-multiple`` (default 8 in training). Indices are sorted by size,
+          so those are always the longest examples, never seen in any epoch (and a split with
+          fewer examples than the multiple gives "The dataset is empty"). They are kept here as
+          a final, smaller batch.
+        """
+        indices = np.asarray(indices, dtype=np.int64)
+        if len(indices) == 0:
+            return []
+        num_tokens = np.asarray(self.num_tokens_vec(indices), dtype=np.int64)
+        if max_tokens is not None:
+            over = num_tokens > max_tokens
+            if over.any():
+                worst = int(indices[int(np.argmax(num_tokens))])
+                src, tgt = self.size(worst)
+                if getattr(self, "is_train", self.shuffle):
+                    raise S2SFTError(
+                        f"{self.name}: --max-tokens {max_tokens} is smaller than {int(over.sum())} training "
+                        f"example(s); the longest, example {worst}, needs {int(num_tokens.max())} tokens (source "
+                        f"{src}, target {tgt}{' twice ([P] slots)' if self.method == 'pseudo_masked' else ''}); "
+                        "raise --max-tokens or lower --max-source-positions / --max-target-positions")
+                logger.warning(f"{self.name}: {int(over.sum())} example(s) need more than --max-tokens "
+                               f"{max_tokens} tokens (up to {int(num_tokens.max())}); each gets a batch of its own "
+                               "(nothing dropped)")
+                num_tokens = np.minimum(num_tokens, max_tokens)
+
+        def batches_of(idx, tokens, multiple):
+            return data_utils.batch_by_size(
+                idx, num_tokens_fn=self.num_tokens, num_tokens_vec=tokens, max_tokens=max_tokens,
+                max_sentences=max_sentences, required_batch_size_multiple=multiple)
+
+        batches = batches_of(indices, num_tokens, required_batch_size_multiple)
+        if required_batch_size_multiple > 1:
+            batched = np.concatenate(batches) if batches else np.zeros(0, dtype=np.int64)
+            left = ~np.isin(indices, batched)
+            if left.any():
+                batches = list(batches) + list(batches_of(indices[left], num_tokens[left], 1))
+                logger.info(f"{self.name}: kept {int(left.sum())} example(s) fairseq would drop as a batch smaller "
+                            f"than --required-batch-size-multiple {required_batch_size_multiple}")
+        return batches
 
     @property
     def supports_prefetch(self):

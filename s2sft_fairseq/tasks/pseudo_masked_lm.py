@@ -21,6 +21,7 @@ from omegaconf import II, OmegaConf
 
 from ..checkpoints.vocab import load_task_dictionary
 from ..data import Seq2SeqPackDataset
+from ..errors import MissingFileError, S2SFTError
 from ..masks import METHODS
 
 logger = logging.getLogger(__name__)
@@ -66,15 +67,15 @@ class PseudoMaskedLMTask(FairseqTask):
     def setup_task(cls, cfg, **kwargs):
         paths = utils.split_paths(cfg.data) if cfg.data else []
         if not paths:
-            raise ValueError("pseudo_masked_lm needs a data directory")
+            raise S2SFTError("pseudo_masked_lm needs a data directory (the one s2sft-prepare wrote)")
         src_path = os.path.join(paths[0], f"dict.{cfg.source_lang}.txt")
         tgt_path = os.path.join(paths[0], f"dict.{cfg.target_lang}.txt")
         for p in (src_path, tgt_path):
             if not os.path.exists(p):
-                raise FileNotFoundError(f"{p}: missing; binarize the data with s2sft-prepare")
+                raise MissingFileError(f"{p}: missing; binarize the data with s2sft-prepare")
         src_dict, tgt_dict = cls.load_dictionary(src_path), cls.load_dictionary(tgt_path)
         if list(src_dict.symbols) != list(tgt_dict.symbols):
-            raise ValueError(f"{src_path} and {tgt_path} differ: source and target must share the checkpoint's dictionary")
+            raise S2SFTError(f"{src_path} and {tgt_path} differ: source and target must share the checkpoint's dictionary")
         logger.info(f"dictionary: {len(src_dict)} types (bos={src_dict[src_dict.bos()]} eos={src_dict[src_dict.eos()]} "
                     f"pad={src_dict[src_dict.pad()]} mask={src_dict[src_dict.mask()]})")
         return cls(cfg, src_dict)
@@ -87,13 +88,28 @@ class PseudoMaskedLMTask(FairseqTask):
         src = data_utils.load_indexed_dataset(prefix + s, self.dictionary, self.cfg.dataset_impl)
         tgt = data_utils.load_indexed_dataset(prefix + t, self.dictionary, self.cfg.dataset_impl)
         if src is None or tgt is None:
-            raise FileNotFoundError(f"{prefix}{s} / {prefix}{t}: binarized split {split!r} not found in {data_path}")
+            missing = " and ".join(prefix + lang for lang, d in ((s, src), (t, tgt)) if d is None)
+            raise MissingFileError(f"{missing}: binarized split {split!r} not found in {data_path} "
+                                   "(s2sft-prepare writes <split>.<src>-<tgt>.<lang>.bin/.idx)")
+        if len(src) != len(tgt):
+            def shown(p):
+                return p + ".bin" if os.path.exists(p + ".bin") else p
+            raise S2SFTError(f"{shown(prefix + s)} has {len(src)} examples but {shown(prefix + t)} has {len(tgt)}: "
+                             f"the source and target of split {split!r} do not pair up; binarize both sides "
+                             "together (s2sft-prepare)")
         is_train = split.startswith(self.cfg.train_subset.split(",")[0])
         self.datasets[split] = Seq2SeqPackDataset(
             src, tgt, self.dictionary, self.cfg.ft_method, self.cfg.max_source_positions,
             self.cfg.max_target_positions, self.cfg.target_mask_prob, self.cfg.seed,
             self.cfg.left_pad_source, shuffle=is_train, name=f"{data_path}:{split}")
         self.datasets[split].is_train = is_train
+        # fairseq 0.12's generate shards by --distributed-world-size/--distributed-rank and silently
+        # ignores --num-shards/--shard-id (every "shard" would print the whole split): honour them.
+        root = self.cfg._get_root() if OmegaConf.is_config(self.cfg) else None
+        num_shards = OmegaConf.select(root, "dataset.num_shards", default=1) if root is not None else 1
+        shard_id = OmegaConf.select(root, "dataset.shard_id", default=0) if root is not None else 0
+        if not is_train and (num_shards or 1) > 1:
+            self.datasets[split].select_shard(int(num_shards), int(shard_id or 0))
         logger.info(f"{data_path} {split} {len(self.datasets[split])} examples ({self.cfg.ft_method})")
 
     def build_model(self, cfg, from_checkpoint=False):
