@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 import torch
+import torch.nn.functional as F
 from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.models import (
     FairseqEncoder, FairseqEncoderDecoderModel, FairseqIncrementalDecoder,
@@ -112,7 +113,17 @@ def build_stack_from_config(cfg, dictionary, required_positions: int, where: str
 
 
 class UnilmEncoder(FairseqEncoder):
-    """The encoder role: runs the shared stack over ``[CLS] s [SEP]`` and keeps per-layer K/V."""
+    """The encoder role: runs the shared stack over ``[CLS] s [SEP]`` and keeps per-layer K/V.
+
+    ``encoder_out`` holds two kinds of entries. Per *row* (reordered by fairseq at every beam
+    step, all small): ``src_tokens``, ``src_valid`` and ``src_index``, the row's entry in the
+    per-*sentence* tensors ``src_keys`` / ``src_values`` (one per layer, ``(n, heads, S, d)``)
+    and ``src_bias`` (``(n, heads, 1, S)``, 0 or -inf for padding). The per-sentence tensors are
+    never expanded to the beam and never copied by a beam reorder; :meth:`reorder_encoder_out`
+    only compacts them when fairseq drops finished sentences.
+    """
+
+    ROW_KEYS = ("src_tokens", "src_valid", "src_index")
 
     def __init__(self, dictionary, stack: BertStack):
         super().__init__(dictionary)
@@ -123,20 +134,54 @@ class UnilmEncoder(FairseqEncoder):
         valid, positions = valid_positions(src_tokens, self.dictionary.pad())
         mask = valid[:, None, :] | torch.eye(src_tokens.size(1), dtype=torch.bool, device=src_tokens.device)[None]
         types = torch.zeros_like(src_tokens) if self.use_token_types else None
-        kvs = self.stack.source_key_values(src_tokens, positions, types, mask)
+        keys, values = [], []
+        x = self.stack.embeddings(src_tokens, positions, types)
+        mask = mask.unsqueeze(1)
+        layers = self.stack.layers
+        for i, layer in enumerate(layers):
+            if i + 1 < len(layers):
+                x, (k, v) = layer(x, mask)
+            else:  # the last layer's output is never used: only its keys/values are needed
+                k, v = layer.project_kv(x)
+            keys.append(k.contiguous())  # (n, h, S, d) with (n, h) flattenable for batched matmuls
+            values.append(v.contiguous())
+        bias = torch.zeros(valid.shape, dtype=keys[0].dtype, device=src_tokens.device)
+        bias.masked_fill_(~valid, float("-inf"))
         return {
             "src_tokens": [src_tokens],
             "src_valid": [valid],
-            "src_keys": [k for k, _ in kvs],
-            "src_values": [v for _, v in kvs],
+            "src_index": [torch.arange(src_tokens.size(0), device=src_tokens.device)],
+            "src_keys": keys,
+            "src_values": values,
+            "src_bias": [bias[:, None, None, :].expand(-1, layers[0].num_heads, 1, -1).contiguous()],
         }
 
     @torch.jit.export
     def reorder_encoder_out(self, encoder_out: Dict[str, List[torch.Tensor]], new_order):
-        return {key: [t.index_select(0, new_order) for t in ts] for key, ts in encoder_out.items()}
+        out = {key: [t.index_select(0, new_order) for t in encoder_out[key]] for key in self.ROW_KEYS}
+        index = out["src_index"][0]
+        shared = {key: ts for key, ts in encoder_out.items() if key not in self.ROW_KEYS}
+        n_shared = encoder_out["src_keys"][0].size(0) if encoder_out.get("src_keys") else 0
+        if index.numel() and n_shared:
+            used, inverse = torch.unique(index, sorted=True, return_inverse=True)
+            if used.numel() < n_shared:  # sentences left the batch: drop their source K/V once
+                shared = {key: [t.index_select(0, used) for t in ts] for key, ts in shared.items()}
+                out["src_index"] = [inverse]
+        out.update(shared)
+        return out
 
     def max_positions(self):
         return self.stack.cfg.max_positions
+
+
+def _grouping(src_index: torch.Tensor, n_src: int) -> int:
+    """g if rows are ``g`` consecutive rows per source entry 0..n_src-1 (fairseq's beam layout), else 0."""
+    rows = src_index.numel()
+    if n_src == 0 or rows % n_src:
+        return 0
+    g = rows // n_src
+    expected = torch.arange(n_src, device=src_index.device).repeat_interleave(g)
+    return g if torch.equal(src_index, expected) else 0
 
 
 class UnilmDecoder(FairseqIncrementalDecoder):
@@ -147,6 +192,16 @@ class UnilmDecoder(FairseqIncrementalDecoder):
     only y_k's keys/values enter the cache. fairseq's first input (its BOS/EOS symbol) is not a
     target token and is skipped. causal: step k feeds ``[SOS]`` (= the dictionary's bos,
     ``[CLS]``/``<s>``) at k = 0, else y_k, and its own slot predicts the next token.
+
+    The cache (:meth:`_step`): per layer a target key buffer and value buffer
+    ``(rows, heads, capacity, head_dim)`` allocated once, written in place, plus a spare set
+    for beam reorders (``index_select(..., out=spare)`` over the filled part only, then swap).
+    Source keys/values stay per sentence in ``encoder_out`` and are shared by the beam rows of
+    the sentence: queries of a sentence's ``g`` rows are batched against its source keys in
+    one matmul, then joined with the row's target scores in a single softmax. The per-step cost
+    is independent of the prefix length apart from the attention itself and the reorder copy.
+    Whatever prefix is not in the cache yet is fed at once, so a cache may also be started
+    mid-sequence.
     """
 
     def __init__(self, dictionary, stack: BertStack, method: str, max_target_positions: int,
@@ -158,6 +213,7 @@ class UnilmDecoder(FairseqIncrementalDecoder):
         self.incremental = incremental
         self.use_token_types = stack.cfg.type_vocab_size >= 2
         self.mask_idx = dictionary.mask() if hasattr(dictionary, "mask") else dictionary.index("[MASK]")
+        self._consts = {}  # small constant tensors (see _causal_bias)
 
     # ------------------------------------------------------------------ full (training) path
     def forward_packed(self, src_tokens, tgt_input):
@@ -191,50 +247,163 @@ class UnilmDecoder(FairseqIncrementalDecoder):
     def output_layer(self, features):
         return self.stack.lm_head(features)
 
+    # ------------------------------------------------------------------ incremental path
+    def _new_cache(self, rows: int, need: int, like: torch.Tensor):
+        layer = self.stack.layers[0]
+        cap = max(self.max_target_positions + 2, need)
+        shape = (rows, layer.num_heads, cap, layer.head_dim)
+        n = 2 * len(self.stack.layers)
+        return {
+            "kv": [like.new_empty(shape) for _ in range(n)],     # k0, v0, k1, v1, ...
+            "spare": [like.new_empty(shape) for _ in range(n)],  # reorder target, swapped in
+            "qkv": [self._fused_qkv(layer) for layer in self.stack.layers],
+            "rows": rows,
+            "len": 0,  # real target tokens whose keys/values are cached
+        }
+
+    @staticmethod
+    def _grow(cache, need: int):
+        """Enlarge the time capacity (only if someone decodes past max_target_positions)."""
+        cap = cache["kv"][0].size(2)
+        if need <= cap:
+            return
+        new_cap = max(need, 2 * cap)
+        filled = cache["len"]
+        for name in ("kv", "spare"):
+            grown = []
+            for t in cache[name]:
+                g = t.new_empty(t.size(0), t.size(1), new_cap, t.size(3))
+                if name == "kv":
+                    g[:, :, :filled] = t[:, :, :filled]
+                grown.append(g)
+            cache[name] = grown
+
+    @torch.no_grad()
     def _step(self, prev_output_tokens, encoder_out, incremental_state):
+        """One incremental step (inference only: no gradients flow through the cache)."""
+        rows = prev_output_tokens.size(0)
         step = prev_output_tokens.size(1) - 1  # target tokens generated so far
         src_valid = encoder_out["src_valid"][0]
-        bsz = prev_output_tokens.size(0)
-        src_len = src_valid.long().sum(dim=1, keepdim=True)
-        cache = self.get_incremental_state(incremental_state, "kv")
+        src_len = src_valid.sum(dim=1, keepdim=True)
+        keys, values = encoder_out["src_keys"], encoder_out["src_values"]
+        src_bias = encoder_out["src_bias"][0]
+        cache = self.get_incremental_state(incremental_state, "cache")
+        causal = self.method == "causal"
         if cache is None:
-            cache = {}
-            for i in range(len(self.stack.layers)):
-                cache[f"k{i}"] = encoder_out["src_keys"][i]
-                cache[f"v{i}"] = encoder_out["src_values"][i]
-        last = prev_output_tokens[:, -1:]
-        if self.method == "causal":
-            tokens = last if step > 0 else last.new_full((bsz, 1), self.dictionary.bos())
-            positions = src_len + step
-            cached_real = step
-        elif step == 0:
-            tokens = last.new_full((bsz, 1), self.mask_idx)
-            positions = src_len
-            cached_real = 0
-        else:
-            tokens = torch.cat([last, last.new_full((bsz, 1), self.mask_idx)], dim=1)
-            positions = torch.cat([src_len + step - 1, src_len + step], dim=1)
-            cached_real = step - 1
-        n_new = tokens.size(1)
-        mask = decode_step_mask(src_valid, cached_real, n_new)
-        types = torch.ones_like(tokens) if self.use_token_types else None
-        past = [(cache[f"k{i}"], cache[f"v{i}"]) for i in range(len(self.stack.layers))]
-        h, new_kv = self.stack(tokens, positions, types, mask, past_key_values=past)
-        keep = 1 if (self.method == "causal" or step > 0) else 0  # real tokens among the new slots
-        if keep:
-            for i, (k, v) in enumerate(new_kv):
-                cache[f"k{i}"] = torch.cat([cache[f"k{i}"], k[:, :, :keep]], dim=2)
-                cache[f"v{i}"] = torch.cat([cache[f"v{i}"], v[:, :, :keep]], dim=2)
-        self.set_incremental_state(incremental_state, "kv", cache)
-        return h[:, -1:]
+            cache = self._new_cache(rows, step + 2, keys[0])
+        if cache["rows"] != rows:
+            raise RuntimeError(f"incremental state has {cache['rows']} rows but the decoder got {rows}: "
+                               "reorder_incremental_state was not called")
+        cached = cache["len"]
+        # the real target stream: [SOS] y_1 .. y_step (causal) or y_1 .. y_step (masked methods)
+        n_real = step + 1 if causal else step
+        if cached > n_real:
+            raise RuntimeError(f"incremental state holds {cached} target tokens but the prefix has {n_real}")
+        new = prev_output_tokens[:, 1 + cached - (1 if causal else 0):]  # fed tokens not cached yet
+        if causal and cached == 0:
+            new = torch.cat([new.new_full((rows, 1), self.dictionary.bos()), new[:, 1:]], dim=1)
+        if not causal:
+            new = torch.cat([new, new.new_full((rows, 1), self.mask_idx)], dim=1)
+        n = new.size(1)
+        self._grow(cache, cached + n)
+        positions = src_len + torch.arange(cached, cached + n, device=new.device)[None]
+        types = torch.ones_like(new) if self.use_token_types else None
+        x = self.stack.embeddings(new, positions, types)
 
+        # how rows map onto the per-sentence source keys (see UnilmEncoder)
+        index = encoder_out["src_index"][0]
+        g = _grouping(index, keys[0].size(0))
+        if g == 0:  # irregular row order: fall back to per-row source keys
+            keys = [k.index_select(0, index) for k in keys]
+            values = [v.index_select(0, index) for v in values]
+            src_bias = src_bias.index_select(0, index)
+            g = 1
+        new_bias = self._causal_bias(n, x) if n > 1 else None  # new slots see earlier ones and themselves
+        layers = self.stack.layers
+        for i, layer in enumerate(layers):
+            x = self._layer_step(layer, cache["qkv"][i], x, keys[i], values[i], src_bias, g,
+                                 cache["kv"][2 * i], cache["kv"][2 * i + 1], cached, new_bias,
+                                 last_only=(i + 1 == len(layers)))
+        cache["len"] = cached + (n if causal else n - 1)  # the [MASK] slot is never cached
+        self.set_incremental_state(incremental_state, "cache", cache)
+        return x[:, -1:]
+
+    def _causal_bias(self, n, like):
+        key = (n, like.dtype, like.device)
+        bias = self._consts.get(key)
+        if bias is None:
+            bias = torch.zeros(n, n, dtype=like.dtype, device=like.device)
+            bias.masked_fill_(torch.ones(n, n, dtype=torch.bool, device=like.device).triu(1), float("-inf"))
+            self._consts[key] = bias
+        return bias
+
+    @staticmethod
+    def _fused_qkv(layer):
+        """One (3H, H) projection for query (pre-scaled by 1/sqrt(head_dim)), key and value.
+
+        Built when a cache is created, i.e. once per generate call, so it always matches the
+        current weights."""
+        mods = (layer.query, layer.key, layer.value)
+        scale = layer.head_dim ** -0.5
+        weight = torch.cat([layer.query.weight * scale, layer.key.weight, layer.value.weight])
+        biases = [m.bias if m.bias is not None else m.weight.new_zeros(m.weight.size(0)) for m in mods]
+        return weight, torch.cat([biases[0] * scale, biases[1], biases[2]])
+
+    def _layer_step(self, layer, qkv, x, src_k, src_v, src_bias, g, tk, tv, cached, new_bias, last_only):
+        """One layer of :class:`~s2sft_fairseq.modules.bert_stack.Layer` for the new slots ``x``.
+
+        Same computation as ``Layer.forward`` with keys ``[source | cached target | new]`` and
+        the decode-step mask (:func:`~s2sft_fairseq.masks.decode_step_mask`), organised so the
+        source keys are read once per sentence. With ``last_only`` only the last slot's output
+        is computed (the others only contribute keys/values).
+        """
+        R, n, H = x.shape
+        h, d = layer.num_heads, layer.head_dim
+        B, S = src_k.size(0), src_k.size(2)
+        T = cached + n
+        q, k, v = F.linear(x, *qkv).split(H, dim=-1)                 # (R, n, H) each
+        tk[:, :, cached:T] = k.view(R, n, h, d).transpose(1, 2)
+        tv[:, :, cached:T] = v.view(R, n, h, d).transpose(1, 2)
+        xq = x[:, -1:] if last_only else x
+        nq = xq.size(1)
+        q = q[:, n - nq:]                                                      # scaled queries
+        # source part: all g rows of a sentence against its keys in one batched matmul
+        qs = q.reshape(B, g, nq, h, d).permute(0, 3, 1, 2, 4).reshape(B * h, g * nq, d)
+        s_src = torch.baddbmm(src_bias.view(B * h, 1, S), qs, src_k.view(B * h, S, d).transpose(1, 2))
+        s_src = s_src.view(B, h, g, nq, S).transpose(1, 2).reshape(R, h, nq, S)
+        # target part: per row
+        qt = q.reshape(R, nq, h, d).transpose(1, 2)                           # (R, h, nq, d)
+        s_tgt = torch.matmul(qt, tk[:, :, :T].transpose(-1, -2))             # (R, h, nq, T)
+        if new_bias is not None and nq > 1:
+            s_tgt[:, :, :, cached:].add_(new_bias)
+        p = torch.softmax(torch.cat([s_src, s_tgt], dim=-1), dim=-1)
+        if self.training and layer.attention_dropout > 0:
+            p = F.dropout(p, layer.attention_dropout)
+        p_src = p[..., :S].reshape(B, g, h, nq, S).transpose(1, 2).reshape(B * h, g * nq, S)
+        c_src = torch.bmm(p_src, src_v.view(B * h, S, d))                    # (B*h, g*nq, d)
+        ctx = c_src.view(B, h, g, nq, d).permute(0, 2, 3, 1, 4).reshape(R, nq, H)
+        ctx.view(R, nq, h, d).add_(torch.matmul(p[..., S:], tv[:, :, :T]).transpose(1, 2))
+        x = layer.attn_layer_norm(xq + layer.dropout(layer.attn_out(ctx)))
+        return layer.ffn_layer_norm(x + layer.dropout(layer.ffn_out(layer.act(layer.ffn_in(x)))))
+
+    @torch.no_grad()
     def reorder_incremental_state(self, incremental_state, new_order):
-        cache = self.get_incremental_state(incremental_state, "kv")
+        cache = self.get_incremental_state(incremental_state, "cache")
         if cache is None:
             return
-        for key in list(cache.keys()):
-            cache[key] = cache[key].index_select(0, new_order)
-        self.set_incremental_state(incremental_state, "kv", cache)
+        rows, filled = new_order.numel(), cache["len"]
+        if rows > cache["spare"][0].size(0):  # more rows than allocated: reallocate the spare set
+            cache["spare"] = [t.new_empty((rows,) + t.shape[1:]) for t in cache["spare"]]
+        out = []
+        for src, dst in zip(cache["kv"], cache["spare"]):
+            dst = dst[:rows]
+            if filled:
+                torch.index_select(src[:, :, :filled], 0, new_order, out=dst[:, :, :filled])
+            out.append(dst)
+        cache["spare"] = cache["kv"]
+        cache["kv"] = out
+        cache["rows"] = rows
+        self.set_incremental_state(incremental_state, "cache", cache)
 
     def max_positions(self):
         return self.max_target_positions
