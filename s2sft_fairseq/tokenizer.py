@@ -26,7 +26,10 @@ class CheckpointTokenizerBPE:
         return cls(CheckpointTokenizerConfig(tokenizer_dir=path))
 
     def encode(self, x: str) -> str:
-        return " ".join(self.tok.tokenize(x))
+        """Tokenize raw text exactly as ``s2sft-prepare`` does: control characters, Unicode
+        separators and lone surrogates (invalid UTF-8 bytes on stdin) become spaces first."""
+        from preprocess.text import clean_text
+        return " ".join(self.tok.tokenize(clean_text(x)))
 
     def decode(self, x: str) -> str:
         tokens = x.split()

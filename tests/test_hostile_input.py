@@ -468,9 +468,6 @@ def test_interactive_long_empty_and_control_character_input(prepared, trained):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="CheckpointTokenizerBPE.encode passes the surrogate escapes of invalid "
-                                       "UTF-8 stdin bytes to the HF tokenizer (TypeError); it should clean text "
-                                       "like s2sft-prepare (preprocess.text.clean_text)")
 def test_interactive_invalid_utf8_on_stdin(prepared, trained):
     proc = cli("fairseq-interactive", prepared[0], "--user-dir", USER_DIR, "--task", "pseudo_masked_lm", "--cpu",
                "--path", trained[0], "--beam", "1", "--max-len-b", "4",
