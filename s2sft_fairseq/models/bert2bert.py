@@ -100,31 +100,14 @@ class Bert2BertConfig(FairseqDataclass):
 
 
 # --------------------------------------------------------------------------- layer pieces
-# Layer.forward runs self-attention and feed-forward in one go. The decoder needs the two halves
-# separately (cross-attention goes in between) and the attention half with keys/values that do
-# not come from the same input. These two functions are exactly the halves of Layer.forward
-# (tests/test_bert2bert.py checks that composing them reproduces Layer.forward); they would be
-# better as ``Layer.attend`` / ``Layer.feed_forward`` methods in bert_stack.py.
 def attend(block, x, k, v, attn_mask):
-    """Attention half of a :class:`Layer` (or :class:`CrossAttention`) with given keys/values.
-
-    ``x``: queries' hidden states (B, Q, H); ``k``/``v``: (B, heads, K, head_dim);
-    ``attn_mask``: bool, broadcastable to (B, heads, Q, K), True = may attend; or None.
-    Returns LayerNorm(x + dropout(out(attention))).
-    """
-    q = block.split_heads(block.query(x))
-    ctx = F.scaled_dot_product_attention(
-        q, k, v, attn_mask=attn_mask,
-        dropout_p=block.attention_dropout if block.training else 0.0,
-    )
-    b, _, n, _ = ctx.shape
-    ctx = ctx.transpose(1, 2).reshape(b, n, -1)
-    return block.attn_layer_norm(x + block.dropout(block.attn_out(ctx)))
+    """Attention half of a :class:`Layer` (or :class:`CrossAttention`) with given keys/values."""
+    return Layer.attend(block, x, k, v, attn_mask)
 
 
 def feed_forward(layer: Layer, x):
-    """Feed-forward half of a :class:`Layer`: LayerNorm(x + dropout(ffn(x)))."""
-    return layer.ffn_layer_norm(x + layer.dropout(layer.ffn_out(layer.act(layer.ffn_in(x)))))
+    """Feed-forward half of a :class:`Layer`."""
+    return layer.feed_forward(x)
 
 
 class CrossAttention(nn.Module):

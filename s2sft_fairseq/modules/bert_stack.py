@@ -105,22 +105,32 @@ class Layer(nn.Module):
         """Keys and values of hidden states ``x`` (what the decoder caches)."""
         return self.split_heads(self.key(x)), self.split_heads(self.value(x))
 
-    def forward(self, x, attn_mask, past: Optional[KeyValue] = None) -> Tuple[torch.Tensor, KeyValue]:
+    def attend(self, x, k, v, attn_mask) -> torch.Tensor:
+        """Attention half: LayerNorm(x + dropout(out(attention(query(x), k, v)))).
+
+        ``k``/``v``: (B, heads, K, head_dim), from ``x`` itself (self-attention) or from another
+        sequence (bert2bert's cross-attention reuses this with its own parameters).
+        """
         q = self.split_heads(self.query(x))
-        k, v = self.project_kv(x)
-        new_kv = (k, v)
-        if past is not None:
-            k = torch.cat([past[0], k], dim=2)
-            v = torch.cat([past[1], v], dim=2)
         ctx = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask,
             dropout_p=self.attention_dropout if self.training else 0.0,
         )
         b, _, n, _ = ctx.shape
         ctx = ctx.transpose(1, 2).reshape(b, n, -1)
-        x = self.attn_layer_norm(x + self.dropout(self.attn_out(ctx)))
-        x = self.ffn_layer_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
-        return x, new_kv
+        return self.attn_layer_norm(x + self.dropout(self.attn_out(ctx)))
+
+    def feed_forward(self, x) -> torch.Tensor:
+        """Feed-forward half: LayerNorm(x + dropout(ffn(x)))."""
+        return self.ffn_layer_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
+
+    def forward(self, x, attn_mask, past: Optional[KeyValue] = None) -> Tuple[torch.Tensor, KeyValue]:
+        k, v = self.project_kv(x)
+        new_kv = (k, v)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
+        return self.feed_forward(self.attend(x, k, v, attn_mask)), new_kv
 
 
 class LMHead(nn.Module):
