@@ -171,3 +171,16 @@ def test_incremental_sequence_generator_equals_full_recompute(method):
             assert abs(ha["score"].item() - hb["score"].item()) < 1e-4
         lengths.add(len(a[0]["tokens"]))
     assert len(lengths) > 1, "all hypotheses have the same length: batch shrinking not exercised"
+
+
+@pytest.mark.parametrize("chunk", [8192, 7])
+@torch.no_grad()
+def test_inference_logits_equal_lm_head(chunk, monkeypatch):
+    """The decoder's no-grad vocabulary projection (chunked W @ x^T) equals the stack's LM head."""
+    model, d = tiny_model("pseudo_masked", seed=2)
+    monkeypatch.setattr(UnilmDecoder, "LOGITS_CHUNK", chunk)
+    x = torch.randn(6, 1, model.stack.cfg.hidden_size)
+    fast = model.decoder._logits_no_grad(model.stack.lm_head, x)
+    assert fast.shape == (6, 1, len(d)) and fast.is_contiguous()
+    assert (fast - model.stack.lm_head(x)).abs().max() <= 1e-5
+    assert model.decoder.output_layer(x).equal(model.stack.lm_head(x))  # training/validation: the stack's head
