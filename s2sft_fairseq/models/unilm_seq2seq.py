@@ -25,7 +25,7 @@ from omegaconf import II
 
 from ..checkpoints.importer import CheckpointError, load_into_stack, load_pretrained
 from ..checkpoints.vocab import check_dictionary_matches
-from ..masks import METHODS, decode_step_mask, pack, valid_positions
+from ..masks import METHODS, pack, valid_positions
 from ..modules.bert_stack import BertStack, StackConfig
 
 logger = logging.getLogger(__name__)
@@ -415,8 +415,8 @@ class UnilmDecoder(FairseqIncrementalDecoder):
         c_src = torch.bmm(p_src, src_v.view(B * h, S, d))                    # (B*h, g*nq, d)
         ctx = c_src.view(B, h, g, nq, d).permute(0, 2, 3, 1, 4).reshape(R, nq, H)
         ctx.view(R, nq, h, d).add_(torch.matmul(p[..., S:], tv[:, :, :T]).transpose(1, 2))
-        x = layer.attn_layer_norm(xq + layer.dropout(layer.attn_out(ctx)))
-        return layer.ffn_layer_norm(x + layer.dropout(layer.ffn_out(layer.act(layer.ffn_in(x)))))
+        x = layer.attn_layer_norm(xq + layer.dropout(layer.attn_out(ctx)))  # = the end of Layer.attend
+        return layer.feed_forward(x)
 
     @torch.no_grad()
     def reorder_incremental_state(self, incremental_state, new_order):
