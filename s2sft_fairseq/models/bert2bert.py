@@ -62,7 +62,7 @@ from omegaconf import II
 
 from ..masks import valid_positions
 from ..modules.bert_stack import BertStack, Layer, StackConfig
-from .unilm_seq2seq import build_stack_from_config
+from .unilm_seq2seq import WarmStartedSeq2SeqMixin, build_stack_from_config, set_tiny_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ def _method_error(method: str) -> str:
 
 
 @register_model("bert2bert", dataclass=Bert2BertConfig)
-class Bert2BertModel(FairseqEncoderDecoderModel):
+class Bert2BertModel(WarmStartedSeq2SeqMixin, FairseqEncoderDecoderModel):
     def __init__(self, cfg, encoder, decoder, shared_stack: Optional[BertStack] = None):
         super().__init__(encoder, decoder)
         self.cfg = cfg
@@ -333,20 +333,8 @@ class Bert2BertModel(FairseqEncoderDecoderModel):
         encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
         return self.decoder(dec_in, encoder_out=encoder_out, features_only=features_only)
 
-    def output_layer(self, features):
-        return self.decoder.output_layer(features)
-
-    def max_positions(self):
-        return (self.cfg.max_source_positions, self.cfg.max_target_positions)
-
-    def max_decoder_positions(self):
-        return self.cfg.max_target_positions
 
 
 @register_model_architecture("bert2bert", "bert2bert_tiny")
 def tiny_architecture(cfg):
-    """A 2-layer, 32-wide random model for tests (ignored when a checkpoint sets the sizes)."""
-    cfg.hidden_size = 32
-    cfg.num_layers = 2
-    cfg.num_heads = 4
-    cfg.intermediate_size = 64
+    set_tiny_sizes(cfg)

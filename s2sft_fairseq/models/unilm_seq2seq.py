@@ -441,8 +441,30 @@ class UnilmDecoder(FairseqIncrementalDecoder):
         return self.max_target_positions
 
 
+class WarmStartedSeq2SeqMixin:
+    """What every model of this plugin answers the same way: the tied output layer and the
+    position limits recorded in its config."""
+
+    def output_layer(self, features):
+        return self.decoder.output_layer(features)
+
+    def max_positions(self):
+        return (self.cfg.max_source_positions, self.cfg.max_target_positions)
+
+    def max_decoder_positions(self):
+        return self.cfg.max_target_positions
+
+
+def set_tiny_sizes(cfg):
+    """A 2-layer, 32-wide random stack for tests (ignored when a checkpoint sets the sizes)."""
+    cfg.hidden_size = 32
+    cfg.num_layers = 2
+    cfg.num_heads = 4
+    cfg.intermediate_size = 64
+
+
 @register_model("unilm_seq2seq", dataclass=UnilmSeq2SeqConfig)
-class UnilmSeq2SeqModel(FairseqEncoderDecoderModel):
+class UnilmSeq2SeqModel(WarmStartedSeq2SeqMixin, FairseqEncoderDecoderModel):
     def __init__(self, cfg, stack: BertStack, encoder, decoder):
         super().__init__(encoder, decoder)
         self.cfg = cfg
@@ -465,20 +487,8 @@ class UnilmSeq2SeqModel(FairseqEncoderDecoderModel):
         h = self.decoder.forward_packed(src_tokens, tgt_input)
         return (h if features_only else self.decoder.output_layer(h)), None
 
-    def output_layer(self, features):
-        return self.decoder.output_layer(features)
-
-    def max_positions(self):
-        return (self.cfg.max_source_positions, self.cfg.max_target_positions)
-
-    def max_decoder_positions(self):
-        return self.cfg.max_target_positions
 
 
 @register_model_architecture("unilm_seq2seq", "unilm_seq2seq_tiny")
 def tiny_architecture(cfg):
-    """A 2-layer, 32-wide random stack for tests (ignored when a checkpoint sets the sizes)."""
-    cfg.hidden_size = 32
-    cfg.num_layers = 2
-    cfg.num_heads = 4
-    cfg.intermediate_size = 64
+    set_tiny_sizes(cfg)
