@@ -24,7 +24,7 @@ slots); **causal** also uses two blocks, its target block is ``[SOS] t_1 .. t_{n
 predicts t_{j+1}. In both the target block is lower-triangular as above. A padding slot attends
 only to itself (so no softmax row is empty) and no real slot ever attends to a padding slot.
 """
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
@@ -37,6 +37,7 @@ class Packed(NamedTuple):
     token_types: Optional[torch.Tensor]  # (B, L) or None (checkpoints with a single type)
     attn_mask: torch.Tensor    # (B, L, L) bool
     predict_offset: int        # slots [predict_offset, predict_offset + T) carry the predictions
+    block_ends: Tuple[int, ...]  # the mask is block lower-triangular with these block ends
 
 
 def valid_positions(tokens: torch.Tensor, pad: int):
@@ -76,6 +77,17 @@ def seq2seq_mask(src_valid: torch.Tensor, tgt_valid: torch.Tensor, method: str) 
     return torch.where(row_valid[:, :, None], mask, self_only)
 
 
+def block_ends(S: int, T: int, method: str) -> Tuple[int, ...]:
+    """Where the row blocks of :func:`seq2seq_mask` end; no row sees a key beyond its block's end.
+
+    Source rows see only source keys, target rows no ``[P]`` keys (see the drawing above), so
+    the stack can attend block by block (:class:`~s2sft_fairseq.modules.bert_stack.BlockMask`).
+    """
+    if method == "pseudo_masked":
+        return (S, S + T, S + 2 * T)
+    return (S, S + T)
+
+
 def pack(src_tokens: torch.Tensor, tgt_input: torch.Tensor, method: str, pad: int,
          mask_idx: int, use_token_types: bool) -> Packed:
     """Pack a batch for ``method``.
@@ -101,6 +113,7 @@ def pack(src_tokens: torch.Tensor, tgt_input: torch.Tensor, method: str, pad: in
         token_types=torch.cat(types, dim=1) if use_token_types else None,
         attn_mask=seq2seq_mask(src_valid, tgt_valid, method),
         predict_offset=src_tokens.size(1) + (tgt_input.size(1) if method == "pseudo_masked" else 0),
+        block_ends=block_ends(src_tokens.size(1), tgt_input.size(1), method),
     )
 
 

@@ -10,7 +10,7 @@ the new positions returned, which is all the incremental decoder needs (DESIGN Â
 """
 import math
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -31,6 +31,7 @@ class StackConfig:
     embedding_size: Optional[int] = None  # ELECTRA: embeddings narrower than the hidden size
     layer_norm_eps: float = 1e-12
     hidden_act: str = "gelu"
+    head_act: str = ""  # MLM head transform's activation; "" = hidden_act (BERT's head)
     dropout: float = 0.1
     attention_dropout: float = 0.1
     pad_idx: int = 0
@@ -75,8 +76,67 @@ class Embeddings(nn.Module):
         return x
 
 
-class Layer(nn.Module):
-    """Self-attention + feed-forward, each followed by residual and LayerNorm (post-LN, BERT)."""
+class BlockMask(NamedTuple):
+    """A mask whose rows come in consecutive blocks, each attending only to keys before its end.
+
+    ``blocks[i] = (start, end, mask[..., start:end, :end])``. The packed seq2seq layouts are
+    block lower-triangular (:func:`s2sft_fairseq.masks.pack`, ``block_ends``): source rows never
+    look at target keys, target rows never at ``[P]`` keys. Attending block by block computes
+    the same thing with fewer scores (for pseudo-masked with S = 128, T = 32: 27,648 instead
+    of 36,864 per head).
+    """
+    blocks: List[Tuple[int, int, torch.Tensor]]
+
+    @classmethod
+    def split(cls, mask: torch.Tensor, block_ends: Sequence[int]) -> "BlockMask":
+        blocks, start = [], 0
+        for end in block_ends:
+            if end > start:
+                blocks.append((start, end, mask[..., start:end, :end]))
+            start = end
+        if start != mask.size(-2):
+            raise ValueError(f"block ends {tuple(block_ends)} do not cover the {mask.size(-2)} mask rows")
+        return cls(blocks)
+
+
+def keep_mask(shape, p: float, device=None) -> torch.Tensor:
+    """Dropout keep mask (True = keep) with P(drop) = round(p * 65536) / 65536.
+
+    Two 16-bit uniforms per 32-bit draw: about half the random-number work of ``bernoulli_``
+    and no float comparison tensor."""
+    n = math.prod(shape)
+    bits = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_(-2 ** 31, 2 ** 31 - 1)
+    return bits.view(torch.int16)[:n].view(shape) >= -32768 + round(p * 65536)
+
+
+def attention(q, k, v, mask, dropout_p: float = 0.0) -> torch.Tensor:
+    """``dropout(softmax(q k^T / sqrt(d) + mask)) v``; ``mask`` bool (True = may attend) or additive.
+
+    Without dropout, or on an accelerator, this is SDPA. With dropout on CPU SDPA has no fused
+    kernel and its math fallback pays for a float ``bernoulli_``, a separate scaling pass and
+    ``_safe_softmax``'s extra passes; written out, the keep mask is :func:`keep_mask`, the
+    ``1 / (1 - p)`` scale is applied to the ``(n, d)`` output instead of the ``(n, m)``
+    probabilities, and an additive mask is added in place (``BertStack.forward`` builds it once).
+    Same distribution of results as ``F.dropout`` on the probabilities.
+    """
+    if dropout_p == 0.0 or q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+    scores = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-1, -2))
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            scores.masked_fill_(~mask, float("-inf"))
+        else:
+            scores.add_(mask)
+    probs = torch.softmax(scores, dim=-1)
+    probs = torch.where(keep_mask(probs.shape, dropout_p, probs.device), probs, probs.new_zeros(()))
+    return torch.matmul(probs, v) * (1.0 / (1.0 - dropout_p))
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head attention with BERT's post-LN residual: LayerNorm(x + dropout(out(attn))).
+
+    The attention half of :class:`Layer`; bert2bert's cross-attention is one of these too (same
+    parameter names: ``query key value attn_out attn_layer_norm``)."""
 
     def __init__(self, cfg: StackConfig):
         super().__init__()
@@ -90,10 +150,6 @@ class Layer(nn.Module):
         self.value = nn.Linear(h, h)
         self.attn_out = nn.Linear(h, h)
         self.attn_layer_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
-        self.ffn_in = nn.Linear(h, cfg.intermediate_size)
-        self.ffn_out = nn.Linear(cfg.intermediate_size, h)
-        self.ffn_layer_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
-        self.act = activation(cfg.hidden_act)
         self.dropout = nn.Dropout(cfg.dropout)
         self.attention_dropout = cfg.attention_dropout
 
@@ -106,19 +162,36 @@ class Layer(nn.Module):
         return self.split_heads(self.key(x)), self.split_heads(self.value(x))
 
     def attend(self, x, k, v, attn_mask) -> torch.Tensor:
-        """Attention half: LayerNorm(x + dropout(out(attention(query(x), k, v)))).
+        """LayerNorm(x + dropout(out(attention(query(x), k, v)))).
 
         ``k``/``v``: (B, heads, K, head_dim), from ``x`` itself (self-attention) or from another
-        sequence (bert2bert's cross-attention reuses this with its own parameters).
+        sequence (cross-attention). ``attn_mask``: a tensor broadcastable to (B, heads, n, K)
+        or a :class:`BlockMask`.
         """
         q = self.split_heads(self.query(x))
-        ctx = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask,
-            dropout_p=self.attention_dropout if self.training else 0.0,
-        )
+        p = self.attention_dropout if self.training else 0.0
+        if isinstance(attn_mask, BlockMask):
+            ctx = torch.cat([attention(q[:, :, s:e], k[:, :, :e], v[:, :, :e], m, p)
+                             for s, e, m in attn_mask.blocks], dim=2)
+        else:
+            ctx = attention(q, k, v, attn_mask, p)
         b, _, n, _ = ctx.shape
         ctx = ctx.transpose(1, 2).reshape(b, n, -1)
         return self.attn_layer_norm(x + self.dropout(self.attn_out(ctx)))
+
+    def forward(self, x, k, v, attn_mask):
+        return self.attend(x, k, v, attn_mask)
+
+
+class Layer(AttentionBlock):
+    """Self-attention + feed-forward, each followed by residual and LayerNorm (post-LN, BERT)."""
+
+    def __init__(self, cfg: StackConfig):
+        super().__init__(cfg)
+        self.ffn_in = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.ffn_out = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+        self.ffn_layer_norm = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
+        self.act = activation(cfg.hidden_act)
 
     def feed_forward(self, x) -> torch.Tensor:
         """Feed-forward half: LayerNorm(x + dropout(ffn(x)))."""
@@ -139,7 +212,7 @@ class LMHead(nn.Module):
     def __init__(self, cfg: StackConfig, word_embeddings: nn.Embedding):
         super().__init__()
         self.dense = nn.Linear(cfg.hidden_size, cfg.embed_dim)
-        self.act = activation(cfg.hidden_act)
+        self.act = activation(cfg.head_act or cfg.hidden_act)
         self.layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
         self.word_embeddings = [word_embeddings]  # a list: tied, not registered twice
@@ -176,6 +249,7 @@ class BertStack(nn.Module):
         token_types: Optional[torch.Tensor],
         attn_mask: torch.Tensor,
         past_key_values: Optional[List[KeyValue]] = None,
+        block_ends: Optional[Sequence[int]] = None,
     ) -> Tuple[torch.Tensor, List[KeyValue]]:
         """Run the stack.
 
@@ -185,12 +259,23 @@ class BertStack(nn.Module):
                 attend to a key (keys ordered as cached positions, then the new ones). Every
                 row must allow at least one key.
             past_key_values: per layer ``(k, v)`` of earlier positions, or None.
+            block_ends: optional, without ``past_key_values``: the mask is block
+                lower-triangular with these row/column block ends (rows before ``block_ends[i]``
+                and from the previous end never see keys from ``block_ends[i]`` on), so each
+                block attends over its own prefix of keys only (:class:`BlockMask`; same result).
 
         Returns: last hidden states ``(batch, new_len, hidden)`` and, per layer, the new
         positions' ``(k, v)``.
         """
         x = self.embeddings(tokens, positions, token_types)
         mask = attn_mask.unsqueeze(1)  # broadcast over heads
+        if self.training and x.device.type == "cpu" and any(l.attention_dropout > 0 for l in self.layers):
+            # the written-out dropout attention (see attention()) adds the mask: build it once
+            mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
+        if block_ends is not None:
+            if past_key_values is not None:
+                raise ValueError("block_ends describes a full packed sequence; it cannot be used with past_key_values")
+            mask = BlockMask.split(mask, block_ends)
         new_kvs = []
         for i, layer in enumerate(self.layers):
             x, kv = layer(x, mask, None if past_key_values is None else past_key_values[i])
