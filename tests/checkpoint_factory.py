@@ -125,22 +125,22 @@ def _common(**kw):
     return base
 
 
-def make_bert(folder: str, safetensors: bool = True, seed: int = 0) -> Tuple[str, torch.nn.Module]:
+def make_bert(folder: str, safetensors: bool = True, seed: int = 0, **config) -> Tuple[str, torch.nn.Module]:
     from transformers import BertConfig, BertForMaskedLM
     tok = bert_tokenizer(folder)
     cfg = BertConfig(**_common(vocab_size=len(tok.get_vocab()), max_position_embeddings=MAX_POS,
-                               type_vocab_size=2, pad_token_id=0))
+                               type_vocab_size=2, pad_token_id=0, **config))
     torch.manual_seed(seed)
     model = perturb(BertForMaskedLM(cfg), seed)
     return _save_hf(model, tok, folder, safetensors), model
 
 
-def make_roberta(folder: str, seed: int = 1):
+def make_roberta(folder: str, seed: int = 1, **config):
     from transformers import RobertaConfig, RobertaForMaskedLM
     tok = roberta_tokenizer(folder)
     cfg = RobertaConfig(**_common(vocab_size=len(tok.get_vocab()), max_position_embeddings=MAX_POS + 2,
                                   type_vocab_size=1, pad_token_id=1, bos_token_id=0, eos_token_id=2,
-                                  layer_norm_eps=1e-5))
+                                  layer_norm_eps=1e-5, **config))
     torch.manual_seed(seed)
     model = perturb(RobertaForMaskedLM(cfg), seed)
     return _save_hf(model, tok, folder), model
@@ -172,12 +172,12 @@ def make_electra_discriminator(folder: str, seed: int = 3):
     return _save_hf(model, tok, folder), model
 
 
-def make_electra_generator(folder: str, safetensors: bool = False, seed: int = 4):
+def make_electra_generator(folder: str, safetensors: bool = False, seed: int = 4, **config):
     """ELECTRA generator (MLM head), saved as ``pytorch_model.bin`` by default (the pickle path)."""
     from transformers import ElectraForMaskedLM
     tok = bert_tokenizer(folder)
     torch.manual_seed(seed)
-    model = perturb(ElectraForMaskedLM(_electra_config(tok)), seed)
+    model = perturb(ElectraForMaskedLM(_electra_config(tok, **config)), seed)
     return _save_hf(model, tok, folder, safetensors), model
 
 

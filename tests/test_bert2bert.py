@@ -10,7 +10,7 @@ import s2sft_fairseq  # noqa: F401 - registers the components
 from fairseq.data import Dictionary
 from s2sft_fairseq.checkpoints.importer import load_pretrained
 from s2sft_fairseq.models.bert2bert import (
-    Bert2BertConfig, Bert2BertModel, CrossAttention, attend, feed_forward,
+    Bert2BertConfig, Bert2BertModel, CrossAttention,
 )
 from s2sft_fairseq.modules.bert_stack import Layer, StackConfig
 
@@ -48,7 +48,7 @@ def _tiny_model(share, method="causal", seed=0, **overrides):
 
 
 def test_bert2bert_layer_halves_reproduce_layer_forward():
-    """attend + feed_forward (the decoder's pieces) are exactly Layer.forward's two halves."""
+    """Layer.attend + Layer.feed_forward (the decoder's pieces) are exactly Layer.forward."""
     torch.manual_seed(0)
     cfg = StackConfig(vocab_size=10, hidden_size=32, num_layers=1, num_heads=4, intermediate_size=64)
     layer = Layer(cfg).eval()
@@ -57,7 +57,7 @@ def test_bert2bert_layer_halves_reproduce_layer_forward():
     ref, kv = layer(x, mask)
     k, v = layer.project_kv(x)
     assert torch.equal(k, kv[0]) and torch.equal(v, kv[1])
-    assert torch.allclose(feed_forward(layer, attend(layer, x, k, v, mask)), ref, atol=1e-6)
+    assert torch.allclose(layer.feed_forward(layer.attend(x, k, v, mask)), ref, atol=1e-6)
     cross = CrossAttention(cfg)
     assert set(n for n, _ in cross.named_parameters()) == {
         f"{m}.{p}" for m in SELF_ATTN for p in ("weight", "bias")}

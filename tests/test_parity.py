@@ -89,6 +89,29 @@ def test_parity_hf_family(family):
         assert stack.embeddings.project is not None and ck.config.embed_dim == 16
 
 
+@pytest.mark.parametrize("maker,head_act", [("make_bert", "relu"), ("make_roberta", "gelu"),
+                                             ("make_electra_generator", "gelu")])
+def test_parity_mlm_head_activation_with_non_gelu_hidden_act(maker, head_act, tmp_path):
+    """hidden_act relu: BERT's head follows it, RoBERTa's / ELECTRA's heads stay GELU (transformers);
+    the imported head does the same, and the choice survives the model config (generation)."""
+    from s2sft_fairseq.models.unilm_seq2seq import UnilmSeq2SeqConfig
+    from s2sft_fairseq.models.warm_start import build_stack_from_config
+    path, model = getattr(cf, maker)(str(tmp_path / "ck"), hidden_act="relu")
+    _, enc = hf_batch(path)
+    ck, stack, _ = import_stack(path)
+    assert ck.config.hidden_act == "relu" and (ck.config.head_act or ck.config.hidden_act) == head_act
+    with torch.no_grad():
+        out = model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"], output_hidden_states=True)
+    h, logits, valid = run_stack(stack, ck.dictionary.pad(), enc["input_ids"])
+    compare(f"{maker} relu", h, out.hidden_states[-1], valid, logits, out.logits)
+    # fairseq saves the config, generation rebuilds the stack from it without the checkpoint
+    cfg = UnilmSeq2SeqConfig(pretrained_checkpoint=path, max_source_positions=8, max_target_positions=8)
+    build_stack_from_config(cfg, ck.dictionary, 16)
+    cfg.pretrained_checkpoint = ""
+    rebuilt = build_stack_from_config(cfg, ck.dictionary, 16)
+    assert rebuilt.lm_head.act(torch.tensor([-1.0])).item() == stack.lm_head.act(torch.tensor([-1.0])).item()
+
+
 @pytest.mark.parametrize("family", cf.FAIRSEQ_FAMILIES)
 def test_parity_fairseq_roberta(family):
     path, model, fs_dict = cf.get(family)

@@ -18,8 +18,9 @@ computed on the meta device) and raises :class:`CheckpointError` naming the chec
 tensor name and both shapes; nothing is silently skipped. What is imported but not exactly
 reproduced is recorded in ``PretrainedCheckpoint.notes`` (logged when the model is built): a
 missing or incomplete MLM head (fresh transform, output tied to the word embeddings), an output
-layer the checkpoint had untied (the stack always ties it, s2s-ft), RoBERTa/ELECTRA heads whose
-GELU differs from a non-GELU ``hidden_act``, and the tensors ignored. Parity with
+layer the checkpoint had untied (the stack always ties it, s2s-ft), and the tensors ignored.
+RoBERTa / XLM-R / ELECTRA MLM heads use GELU whatever ``hidden_act`` says; the stack config
+records that (``head_act``), so their heads are reproduced too. Parity with
 ``transformers`` / fairseq is tested in ``tests/test_parity.py``.
 """
 import json
@@ -368,11 +369,10 @@ def load_hf(path: str) -> PretrainedCheckpoint:
                               sources=sources, weights_file=weights_file)
     validate(ck, cfg_path)
     _check_output_tied(ck, outputs)
-    # RoBERTa's, XLM-R's and ELECTRA's generator heads apply GELU whatever hidden_act says;
-    # the stack's head uses hidden_act (as BERT's does).
-    if ck.has_lm_head and family != "bert" and sc.hidden_act != "gelu":
-        ck.notes.append(f"the {family} MLM head uses GELU but the stack's head uses hidden_act "
-                        f"{sc.hidden_act!r}: its initial MLM predictions differ from the checkpoint's")
+    # RoBERTa's, XLM-R's and ELECTRA's (generator) MLM heads apply GELU whatever hidden_act says
+    # (transformers' RobertaLMHead / ElectraGeneratorPredictions); BERT's and UniLM's use hidden_act.
+    if family in ("roberta", "xlm-roberta", "electra"):
+        sc.head_act = "gelu"
     tokenizer = _load_tokenizer(path)
     ck.dictionary = dictionary_from_tokenizer(tokenizer, num_embeddings=sc.vocab_size)
     sc.pad_idx = ck.dictionary.pad()

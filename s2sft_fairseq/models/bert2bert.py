@@ -52,29 +52,20 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
-from fairseq.dataclass import FairseqDataclass
 from fairseq.models import (
     FairseqEncoder, FairseqEncoderDecoderModel, FairseqIncrementalDecoder,
     register_model, register_model_architecture,
 )
-from omegaconf import II
 
 from ..masks import valid_positions
-from ..modules.bert_stack import BertStack, Layer, StackConfig
-from .unilm_seq2seq import WarmStartedSeq2SeqMixin, build_stack_from_config, set_tiny_sizes
+from ..modules.bert_stack import AttentionBlock, BertStack, StackConfig
+from .warm_start import WarmStartConfig, WarmStartedSeq2SeqMixin, build_stack_from_config, set_tiny_sizes
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class Bert2BertConfig(FairseqDataclass):
-    pretrained_checkpoint: str = field(default="", metadata={
-        "help": "Hugging Face directory (config.json + weights + tokenizer) or fairseq RoBERTa "
-                "model.pt/dict.txt that warm-starts both encoder and decoder; empty = random init"})
-    load_pretrained_weights: bool = field(default=True, metadata={
-        "help": "internal: set to False in the saved config once the weights are inside the "
-                "fairseq checkpoint, so generation does not need the pretrained files"})
+class Bert2BertConfig(WarmStartConfig):
     share_encoder_decoder: bool = field(default=False, metadata={
         "help": "BERTShare / RoBERTaShare (Rothe et al.): encoder and decoder share every weight "
                 "except cross-attention"})
@@ -82,58 +73,17 @@ class Bert2BertConfig(FairseqDataclass):
         "help": "without --share-encoder-decoder: give encoder and decoder their own copy of the "
                 "word embedding matrix (Hugging Face EncoderDecoderModel); by default they share "
                 "one, as Rothe et al.'s BERT2BERT does"})
-    # Stack sizes: filled from the pretrained checkpoint's config when one is given.
-    vocab_size: int = 0
-    hidden_size: int = field(default=768, metadata={"help": "hidden size (random init)"})
-    num_layers: int = 12
-    num_heads: int = 12
-    intermediate_size: int = 3072
-    max_positions: int = 512
-    type_vocab_size: int = 2
-    embedding_size: int = 0
-    layer_norm_eps: float = 1e-12
-    hidden_act: str = "gelu"
-    dropout: float = field(default=-1.0, metadata={"help": "override the checkpoint's hidden dropout (-1 = keep)"})
-    attention_dropout: float = field(default=-1.0, metadata={"help": "override attention dropout (-1 = keep)"})
-    max_source_positions: int = II("task.max_source_positions")
-    max_target_positions: int = II("task.max_target_positions")
 
 
 # --------------------------------------------------------------------------- layer pieces
-def attend(block, x, k, v, attn_mask):
-    """Attention half of a :class:`Layer` (or :class:`CrossAttention`) with given keys/values."""
-    return Layer.attend(block, x, k, v, attn_mask)
-
-
-def feed_forward(layer: Layer, x):
-    """Feed-forward half of a :class:`Layer`."""
-    return layer.feed_forward(x)
-
-
-class CrossAttention(nn.Module):
+class CrossAttention(AttentionBlock):
     """Encoder-decoder attention block: the attention half of a :class:`Layer` (same parameter
     names, same post-LN residual), queries from the decoder, keys/values from the encoder output.
     Starts from BERT's initialisation; the checkpoint has nothing for it."""
 
-    split_heads = Layer.split_heads
-    project_kv = Layer.project_kv
-
     def __init__(self, cfg: StackConfig):
-        super().__init__()
-        h = cfg.hidden_size
-        self.num_heads = cfg.num_heads
-        self.head_dim = h // cfg.num_heads
-        self.query = nn.Linear(h, h)
-        self.key = nn.Linear(h, h)
-        self.value = nn.Linear(h, h)
-        self.attn_out = nn.Linear(h, h)
-        self.attn_layer_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.attention_dropout = cfg.attention_dropout
+        super().__init__(cfg)
         self.apply(BertStack._init_weights)
-
-    def forward(self, x, k, v, attn_mask):
-        return attend(self, x, k, v, attn_mask)
 
 
 def _reference(owner: nn.Module, name: str, obj):
@@ -219,10 +169,10 @@ class Bert2BertDecoder(FairseqIncrementalDecoder):
         x = self.stack.embeddings(tokens, positions, None)
         for layer, cross in zip(self.stack.layers, self.cross_attention):
             k, v = layer.project_kv(x)
-            x = attend(layer, x, k, v, self_mask)
+            x = layer.attend(x, k, v, self_mask)
             ck, cv = cross.project_kv(enc)
             x = cross(x, ck, cv, cross_mask)
-            x = feed_forward(layer, x)
+            x = layer.feed_forward(x)
         return x
 
     def _step(self, prev_output_tokens, encoder_out, incremental_state):
@@ -249,9 +199,9 @@ class Bert2BertDecoder(FairseqIncrementalDecoder):
                 k = torch.cat([cache[f"self_k{i}"], k], dim=2)
                 v = torch.cat([cache[f"self_v{i}"], v], dim=2)
             cache[f"self_k{i}"], cache[f"self_v{i}"] = k, v
-            x = attend(layer, x, k, v, None)  # the new slot sees every cached target slot
+            x = layer.attend(x, k, v, None)  # the new slot sees every cached target slot
             x = cross(x, cache[f"cross_k{i}"], cache[f"cross_v{i}"], cross_mask)
-            x = feed_forward(layer, x)
+            x = layer.feed_forward(x)
         self.set_incremental_state(incremental_state, "kv", cache)
         return x
 

@@ -12,104 +12,30 @@ an unregistered reference, so every parameter appears exactly once in the state 
 """
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import torch
 import torch.nn.functional as F
-from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.dataclass import ChoiceEnum
 from fairseq.models import (
     FairseqEncoder, FairseqEncoderDecoderModel, FairseqIncrementalDecoder,
     register_model, register_model_architecture,
 )
-from omegaconf import II
 
-from ..checkpoints.importer import CheckpointError, load_into_stack, load_pretrained
-from ..checkpoints.vocab import check_dictionary_matches
 from ..masks import METHODS, pack, valid_positions
-from ..modules.bert_stack import BertStack, StackConfig
+from ..modules.bert_stack import BertStack
+from .warm_start import WarmStartConfig, WarmStartedSeq2SeqMixin, build_stack_from_config, set_tiny_sizes
 
 logger = logging.getLogger(__name__)
 
-_STACK_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
-                 "max_positions", "type_vocab_size", "embedding_size", "layer_norm_eps", "hidden_act")
-
 
 @dataclass
-class UnilmSeq2SeqConfig(FairseqDataclass):
-    pretrained_checkpoint: str = field(default="", metadata={
-        "help": "Hugging Face directory (config.json + weights + tokenizer) or fairseq RoBERTa "
-                "model.pt/dict.txt to warm-start from; empty = random init (sizes below)"})
-    load_pretrained_weights: bool = field(default=True, metadata={
-        "help": "internal: set to False in the saved config once the weights are inside the "
-                "fairseq checkpoint, so generation does not need the pretrained files"})
+class UnilmSeq2SeqConfig(WarmStartConfig):
     decoding_method: ChoiceEnum(("auto",) + METHODS) = field(default="auto", metadata={
         "help": "how the decoder feeds its inputs; auto = the task's --ft-method at training"})
     incremental_decoding: bool = field(default=True, metadata={
         "help": "cache keys/values while generating; False recomputes the full packed sequence "
                 "every step (for checks and benchmarks)"})
-    # Stack sizes: filled from the pretrained checkpoint's config when one is given.
-    vocab_size: int = 0
-    hidden_size: int = field(default=768, metadata={"help": "hidden size (random init)"})
-    num_layers: int = 12
-    num_heads: int = 12
-    intermediate_size: int = 3072
-    max_positions: int = 512
-    type_vocab_size: int = 2
-    embedding_size: int = 0
-    layer_norm_eps: float = 1e-12
-    hidden_act: str = "gelu"
-    dropout: float = field(default=-1.0, metadata={"help": "override the checkpoint's hidden dropout (-1 = keep)"})
-    attention_dropout: float = field(default=-1.0, metadata={"help": "override attention dropout (-1 = keep)"})
-    max_source_positions: int = II("task.max_source_positions")
-    max_target_positions: int = II("task.max_target_positions")
-
-
-def _stack_config(cfg, vocab_size: int, pad: int) -> StackConfig:
-    return StackConfig(
-        vocab_size=cfg.vocab_size or vocab_size, hidden_size=cfg.hidden_size,
-        num_layers=cfg.num_layers, num_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size, max_positions=cfg.max_positions,
-        type_vocab_size=cfg.type_vocab_size, embedding_size=cfg.embedding_size or None,
-        layer_norm_eps=cfg.layer_norm_eps, hidden_act=cfg.hidden_act,
-        dropout=cfg.dropout if cfg.dropout >= 0 else 0.1,
-        attention_dropout=cfg.attention_dropout if cfg.attention_dropout >= 0 else 0.1,
-        pad_idx=pad,
-    )
-
-
-def build_stack_from_config(cfg, dictionary, required_positions: int, where: str = "model") -> BertStack:
-    """Build (and, if configured, warm-start) the shared stack; records sizes back into ``cfg``.
-
-    Shared by every model of this plugin that warm-starts from a checkpoint (DESIGN §4).
-    """
-    if cfg.pretrained_checkpoint and cfg.load_pretrained_weights:
-        ck = load_pretrained(cfg.pretrained_checkpoint)
-        check_dictionary_matches(dictionary, ck.dictionary, where=f"data dictionary vs {ck.path}")
-        sc = ck.config
-        if cfg.dropout >= 0:
-            sc.dropout = cfg.dropout
-        if cfg.attention_dropout >= 0:
-            sc.attention_dropout = cfg.attention_dropout
-        sc.max_positions = max(sc.max_positions, required_positions)
-        stack = BertStack(sc)
-        for line in load_into_stack(stack, ck):
-            logger.info(line)
-        logger.info(f"warm-started a {sc.num_layers}-layer {sc.hidden_size}-wide {ck.family} stack from {ck.path}")
-        for name in _STACK_FIELDS:
-            setattr(cfg, name, getattr(sc, name) or 0)
-        cfg.dropout, cfg.attention_dropout = sc.dropout, sc.attention_dropout
-        cfg.load_pretrained_weights = False  # the fairseq checkpoint now carries the weights
-        return stack
-    sc = _stack_config(cfg, len(dictionary), dictionary.pad())
-    if sc.vocab_size != len(dictionary):
-        raise CheckpointError(f"{where}: the model has {sc.vocab_size} vocabulary rows but the data's "
-                              f"dictionary has {len(dictionary)}")
-    if sc.max_positions < required_positions:
-        logger.info(f"position table: {sc.max_positions} -> {required_positions} rows")
-        sc.max_positions = required_positions
-    cfg.max_positions = sc.max_positions
-    cfg.vocab_size = sc.vocab_size
-    return BertStack(sc)
 
 
 class UnilmEncoder(FairseqEncoder):
@@ -222,7 +148,7 @@ class UnilmDecoder(FairseqIncrementalDecoder):
     def forward_packed(self, src_tokens, tgt_input):
         """Hidden states of the predicting slots for a packed batch (the training computation)."""
         p = pack(src_tokens, tgt_input, self.method, self.dictionary.pad(), self.mask_idx, self.use_token_types)
-        h, _ = self.stack(p.tokens, p.positions, p.token_types, p.attn_mask)
+        h, _ = self.stack(p.tokens, p.positions, p.token_types, p.attn_mask, block_ends=p.block_ends)
         return h[:, p.predict_offset: p.predict_offset + tgt_input.size(1)]
 
     def prefix_to_tgt_input(self, prev_output_tokens):
@@ -439,28 +365,6 @@ class UnilmDecoder(FairseqIncrementalDecoder):
 
     def max_positions(self):
         return self.max_target_positions
-
-
-class WarmStartedSeq2SeqMixin:
-    """What every model of this plugin answers the same way: the tied output layer and the
-    position limits recorded in its config."""
-
-    def output_layer(self, features):
-        return self.decoder.output_layer(features)
-
-    def max_positions(self):
-        return (self.cfg.max_source_positions, self.cfg.max_target_positions)
-
-    def max_decoder_positions(self):
-        return self.cfg.max_target_positions
-
-
-def set_tiny_sizes(cfg):
-    """A 2-layer, 32-wide random stack for tests (ignored when a checkpoint sets the sizes)."""
-    cfg.hidden_size = 32
-    cfg.num_layers = 2
-    cfg.num_heads = 4
-    cfg.intermediate_size = 64
 
 
 @register_model("unilm_seq2seq", dataclass=UnilmSeq2SeqConfig)

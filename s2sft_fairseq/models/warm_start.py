@@ -1,0 +1,121 @@
+"""What every model of this plugin shares: warm-starting a :class:`BertStack` from a checkpoint.
+
+* :class:`WarmStartConfig`: the checkpoint to start from and the stack sizes. The sizes are only
+  used for a random init; with a checkpoint they are read from it and written back into the
+  config, so the saved fairseq checkpoint rebuilds the same stack without the pretrained files.
+* :func:`build_stack_from_config`: build (and warm-start) the stack (DESIGN §4).
+* :class:`WarmStartedSeq2SeqMixin`: the tied output layer and the position limits.
+"""
+import logging
+from dataclasses import dataclass, field
+
+from fairseq.dataclass import FairseqDataclass
+from omegaconf import II
+
+from ..checkpoints.importer import CheckpointError, load_into_stack, load_pretrained
+from ..checkpoints.vocab import check_dictionary_matches
+from ..modules.bert_stack import BertStack, StackConfig
+
+logger = logging.getLogger(__name__)
+
+# StackConfig fields recorded in the model config (dropouts are handled separately: -1 = keep)
+STACK_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
+                "max_positions", "type_vocab_size", "embedding_size", "layer_norm_eps", "hidden_act",
+                "head_act")
+
+
+@dataclass
+class WarmStartConfig(FairseqDataclass):
+    pretrained_checkpoint: str = field(default="", metadata={
+        "help": "Hugging Face directory (config.json + weights + tokenizer) or fairseq RoBERTa "
+                "model.pt/dict.txt to warm-start from; empty = random init (sizes below)"})
+    load_pretrained_weights: bool = field(default=True, metadata={
+        "help": "internal: set to False in the saved config once the weights are inside the "
+                "fairseq checkpoint, so generation does not need the pretrained files"})
+    # Stack sizes: filled from the pretrained checkpoint's config when one is given.
+    vocab_size: int = 0
+    hidden_size: int = field(default=768, metadata={"help": "hidden size (random init)"})
+    num_layers: int = 12
+    num_heads: int = 12
+    intermediate_size: int = 3072
+    max_positions: int = 512
+    type_vocab_size: int = 2
+    embedding_size: int = 0
+    layer_norm_eps: float = 1e-12
+    hidden_act: str = "gelu"
+    head_act: str = field(default="", metadata={
+        "help": "activation of the MLM head's transform; empty = hidden_act (BERT). Set from the "
+                "checkpoint: RoBERTa / XLM-R / ELECTRA heads use GELU whatever hidden_act is"})
+    dropout: float = field(default=-1.0, metadata={"help": "override the checkpoint's hidden dropout (-1 = keep)"})
+    attention_dropout: float = field(default=-1.0, metadata={"help": "override attention dropout (-1 = keep)"})
+    max_source_positions: int = II("task.max_source_positions")
+    max_target_positions: int = II("task.max_target_positions")
+
+
+def _stack_config(cfg, vocab_size: int, pad: int) -> StackConfig:
+    return StackConfig(
+        vocab_size=cfg.vocab_size or vocab_size, hidden_size=cfg.hidden_size,
+        num_layers=cfg.num_layers, num_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size, max_positions=cfg.max_positions,
+        type_vocab_size=cfg.type_vocab_size, embedding_size=cfg.embedding_size or None,
+        layer_norm_eps=cfg.layer_norm_eps, hidden_act=cfg.hidden_act,
+        head_act=getattr(cfg, "head_act", "") or "",  # configs saved before head_act existed
+        dropout=cfg.dropout if cfg.dropout >= 0 else 0.1,
+        attention_dropout=cfg.attention_dropout if cfg.attention_dropout >= 0 else 0.1,
+        pad_idx=pad,
+    )
+
+
+def build_stack_from_config(cfg, dictionary, required_positions: int, where: str = "model") -> BertStack:
+    """Build (and, if configured, warm-start) the stack; records its sizes back into ``cfg``."""
+    if cfg.pretrained_checkpoint and cfg.load_pretrained_weights:
+        ck = load_pretrained(cfg.pretrained_checkpoint)
+        check_dictionary_matches(dictionary, ck.dictionary, where=f"data dictionary vs {ck.path}")
+        sc = ck.config
+        if cfg.dropout >= 0:
+            sc.dropout = cfg.dropout
+        if cfg.attention_dropout >= 0:
+            sc.attention_dropout = cfg.attention_dropout
+        sc.max_positions = max(sc.max_positions, required_positions)
+        stack = BertStack(sc)
+        for line in load_into_stack(stack, ck):
+            logger.info(line)
+        logger.info(f"warm-started a {sc.num_layers}-layer {sc.hidden_size}-wide {ck.family} stack from {ck.path}")
+        for name in STACK_FIELDS:
+            value = getattr(sc, name)
+            setattr(cfg, name, 0 if value is None else value)
+        cfg.dropout, cfg.attention_dropout = sc.dropout, sc.attention_dropout
+        cfg.load_pretrained_weights = False  # the fairseq checkpoint now carries the weights
+        return stack
+    sc = _stack_config(cfg, len(dictionary), dictionary.pad())
+    if sc.vocab_size != len(dictionary):
+        raise CheckpointError(f"{where}: the model has {sc.vocab_size} vocabulary rows but the data's "
+                              f"dictionary has {len(dictionary)}")
+    if sc.max_positions < required_positions:
+        logger.info(f"position table: {sc.max_positions} -> {required_positions} rows")
+        sc.max_positions = required_positions
+    cfg.max_positions = sc.max_positions
+    cfg.vocab_size = sc.vocab_size
+    return BertStack(sc)
+
+
+class WarmStartedSeq2SeqMixin:
+    """What every model of this plugin answers the same way: the tied output layer and the
+    position limits recorded in its config."""
+
+    def output_layer(self, features):
+        return self.decoder.output_layer(features)
+
+    def max_positions(self):
+        return (self.cfg.max_source_positions, self.cfg.max_target_positions)
+
+    def max_decoder_positions(self):
+        return self.cfg.max_target_positions
+
+
+def set_tiny_sizes(cfg):
+    """A 2-layer, 32-wide random stack for tests (ignored when a checkpoint sets the sizes)."""
+    cfg.hidden_size = 32
+    cfg.num_layers = 2
+    cfg.num_heads = 4
+    cfg.intermediate_size = 64
