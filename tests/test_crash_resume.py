@@ -18,10 +18,10 @@ from conftest import BIN, USER_DIR, run_cli
 from s2sft_fairseq.atomic_checkpoints import atomic_copy
 
 
-def train_args(data, save_dir, max_update=10):
+def train_args(data, save_dir, max_update=10, optimizer="adam"):
     return [data, "--user-dir", USER_DIR, "--task", "pseudo_masked_lm", "--arch", "unilm_seq2seq_tiny",
             "--criterion", "s2s_label_smoothed_cross_entropy", "--ft-method", "pseudo_masked", "--cpu",
-            "--optimizer", "adam", "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "3",
+            "--optimizer", optimizer, "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt", "--warmup-updates", "3",
             "--batch-size", "8", "--max-update", str(max_update), "--max-source-positions", "48",
             "--max-target-positions", "24", "--save-interval-updates", "3", "--no-epoch-checkpoints",
             "--disable-validation", "--seed", "11", "--num-workers", "0", "--save-dir", str(save_dir)]
@@ -33,14 +33,17 @@ def last_update(path):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_training_then_restart_reaches_same_parameters(toy_data, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adam", "torch_adamw"])
+def test_sigkill_mid_training_then_restart_reaches_same_parameters(toy_data, tmp_path, optimizer):
+    """Also proves that torch_adamw's state (fused AdamW) is saved and restored exactly."""
     ref_dir, crash_dir = tmp_path / "ref", tmp_path / "crash"
-    run_cli("fairseq-train", *train_args(toy_data, ref_dir))
+    run_cli("fairseq-train", *train_args(toy_data, ref_dir, optimizer=optimizer))
     n_ref, ref = last_update(ref_dir / "checkpoint_last.pt")
     assert n_ref == 10
 
     env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONWARNINGS="ignore")
-    proc = subprocess.Popen([os.path.join(BIN, "fairseq-train"), *map(str, train_args(toy_data, crash_dir))],
+    args = train_args(toy_data, crash_dir, optimizer=optimizer)
+    proc = subprocess.Popen([os.path.join(BIN, "fairseq-train"), *map(str, args)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     last = crash_dir / "checkpoint_last.pt"
@@ -59,7 +62,7 @@ def test_sigkill_mid_training_then_restart_reaches_same_parameters(toy_data, tmp
     n_killed, _ = last_update(last)
     assert 3 <= n_killed < 10
 
-    run_cli("fairseq-train", *train_args(toy_data, crash_dir))  # the same command
+    run_cli("fairseq-train", *args)  # the same command
     n, resumed = last_update(last)
     assert n == 10
     diff = max((resumed[k].float() - ref[k].float()).abs().max().item() for k in ref)

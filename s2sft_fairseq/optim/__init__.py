@@ -1,0 +1,1 @@
+from . import torch_adamw  # noqa: F401
