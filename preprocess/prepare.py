@@ -129,6 +129,9 @@ def _pair_jsonl(path: str, args, stats: PairStats) -> Iterator[Example]:
 # tokenization
 
 
+NO_LIMIT = 10 ** 12  # tokenizer model_max_length: we truncate ourselves
+
+
 def load_tokenizer(pretrained: str):
     """The checkpoint's tokenizer and its embedding row count (``config.json`` ``vocab_size``)."""
     from transformers import AutoTokenizer
@@ -136,7 +139,9 @@ def load_tokenizer(pretrained: str):
     if not os.path.isdir(pretrained):
         raise DataError(f"--pretrained {pretrained}: not a directory")
     try:
-        tokenizer = AutoTokenizer.from_pretrained(pretrained, local_files_only=True)
+        # model_max_length: lines are truncated later, to --max-source/target-positions; the
+        # tokenizer's own "longer than 512" warning would be misleading
+        tokenizer = AutoTokenizer.from_pretrained(pretrained, local_files_only=True, model_max_length=NO_LIMIT)
     except Exception as e:  # transformers raises many types here; report one line
         raise DataError(f"--pretrained {pretrained}: cannot load a tokenizer ({type(e).__name__}: {e})") from None
     num_embeddings = None

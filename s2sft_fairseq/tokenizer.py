@@ -19,7 +19,9 @@ class CheckpointTokenizerConfig(FairseqDataclass):
 class CheckpointTokenizerBPE:
     def __init__(self, cfg):
         from transformers import AutoTokenizer
-        self.tok = AutoTokenizer.from_pretrained(cfg.tokenizer_dir, local_files_only=True)
+        # model_max_length: inputs are truncated to --max-source-positions by the task, not here
+        self.tok = AutoTokenizer.from_pretrained(cfg.tokenizer_dir, local_files_only=True,
+                                                 model_max_length=10 ** 12)
 
     @classmethod
     def from_dir(cls, path):

@@ -179,3 +179,16 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
     errors = [line for line in proc.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
     assert errors == [f"s2sft-prepare: error: source and target differ in length: {tmp_path}/train.src has 2 "
                       f"lines, {tmp_path}/train.tgt has 1"]
+
+
+def test_long_lines_give_no_misleading_tokenizer_length_warning(tmp_path):
+    """Long lines are truncated by the task (and counted by s2sft-prepare's stats), so the
+    tokenizer's "longer than the specified maximum (700 > 512)" warning must not appear."""
+    write(tmp_path / "train.src", "word " * 700 + "\n")
+    write(tmp_path / "train.tgt", "short target\n")
+    proc = subprocess.run([sys.executable, "-m", "preprocess.prepare", *base_args(tmp_path, tmp_path / "train")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "longer than the specified maximum" not in proc.stderr + proc.stdout
+    from s2sft_fairseq.tokenizer import CheckpointTokenizerBPE
+    assert len(CheckpointTokenizerBPE.from_dir(minilm_dir()).encode("word " * 700).split()) == 700
