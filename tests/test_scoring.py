@@ -72,6 +72,13 @@ def test_sacrebleu_exact_and_disjoint():
 
 def test_qg_tokenization():
     assert metrics.qg_tokenize("What's the Capital of France?") == "what's the capital of france ?"
+    # without lang, a Chinese question is one "word" (BLEU-4 would be all or nothing)
+    assert metrics.qg_tokenize("北京是中国的首都吗？") == "北京是中国的首都吗 ？"
+
+
+def test_qg_tokenization_chinese_is_per_character():
+    assert metrics.qg_tokenize("北京是中国的首都吗？", "zh") == "北 京 是 中 国 的 首 都 吗 ？"
+    assert metrics.qg_tokenize("WebQA 里 BERT's 首都?", "zh") == "webqa 里 bert's 首 都 ?"
 
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs java")

@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--generate-output", metavar="FILE", help="fairseq-generate output (D-/H-/T- lines)")
     p.add_argument("--ref", metavar="FILE", help="references, one per line (optional with --generate-output)")
     p.add_argument("--lang", default="en",
-                   help="summarization: 'en' (stemmed), 'zh'/'ja'/'ko' (CJK characters), other (Unicode words)")
+                   help="summarization: 'en' (stemmed), 'zh'/'ja'/'ko' (CJK characters), other (Unicode words); "
+                        "qg: 'zh'/'ja'/'ko' split CJK text into characters")
     p.add_argument("--tokenize", default="13a", choices=BLEU_TOKENIZERS,
                    help="bleu: sacrebleu tokenizer (default: 13a)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -66,7 +67,7 @@ def score(task: str, hyps: List[str], refs: List[str], lang: str = "en", tokeniz
     if task == "summarization":
         return metrics.rouge(hyps, refs, lang=lang)
     if task == "qg":
-        return metrics.qg_metrics(hyps, refs)
+        return metrics.qg_metrics(hyps, refs, lang=lang)
     return metrics.bleu(hyps, refs, tokenize=tokenize)
 
 

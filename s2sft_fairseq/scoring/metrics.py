@@ -10,7 +10,7 @@
 * :func:`qg_metrics` — question generation as in the QG literature (Du et al., 2017 and the
   UniLM / s2s-ft evaluation): text lower-cased and split into words and punctuation, then
   ``pycocoevalcap`` BLEU-4 (corpus level, "closest" reference length), METEOR 1.5 (Java) and
-  ROUGE-L.
+  ROUGE-L. ``lang="zh"`` (``ja``/``ko``) tokenizes CJK text into characters first.
 * :func:`bleu` — ``sacrebleu`` corpus BLEU with its own tokenizers.
 """
 import contextlib
@@ -27,6 +27,8 @@ _CJK = (
 _CHAR_TOKENS = re.compile(f"[{_CJK}]|[^\\W{_CJK}]+", re.UNICODE)
 _WORD_TOKENS = re.compile(r"[^\W_]+", re.UNICODE)
 _QG_TOKENS = re.compile(r"\w+(?:'\w+)?|[^\w\s]", re.UNICODE)
+_QG_CJK_TOKENS = re.compile(f"[{_CJK}]|[^\\W{_CJK}]+(?:'[^\\W{_CJK}]+)?|[^\\w\\s]", re.UNICODE)
+CJK_LANGS = ("zh", "ja", "ko")
 
 
 def split_sentence_marks(text: str) -> str:
@@ -72,20 +74,25 @@ def rouge(hyps: Sequence[str], refs: Sequence[str], lang: str = "en") -> Dict[st
     return {t: 100.0 * totals[t] / n for t in types}
 
 
-def qg_tokenize(text: str) -> str:
-    """Lower-case and split into words and single punctuation marks, space-joined."""
-    return " ".join(_QG_TOKENS.findall(text.lower()))
+def qg_tokenize(text: str, lang: str = "en") -> str:
+    """Lower-case and split into words and single punctuation marks, space-joined; for
+    ``zh``/``ja``/``ko`` every CJK character is a token (XNLG's Chinese QG is scored on characters)."""
+    pattern = _QG_CJK_TOKENS if lang in CJK_LANGS else _QG_TOKENS
+    return " ".join(pattern.findall(text.lower()))
 
 
-def qg_metrics(hyps: Sequence[str], refs: Sequence[str]) -> Dict[str, float]:
-    """BLEU-4, METEOR and ROUGE-L ×100 with pycocoevalcap (keys ``bleu4 meteor rougeL``)."""
+def qg_metrics(hyps: Sequence[str], refs: Sequence[str], lang: str = "en") -> Dict[str, float]:
+    """BLEU-4, METEOR and ROUGE-L ×100 with pycocoevalcap (keys ``bleu4 meteor rougeL``).
+
+    METEOR's stem and synonym modules are English; on other languages only its exact matches
+    count (as in XNLG's evaluation)."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
 
     _check_lengths(hyps, refs)
-    res = {i: [qg_tokenize(h)] for i, h in enumerate(hyps)}
-    gts = {i: [qg_tokenize(r)] for i, r in enumerate(refs)}
+    res = {i: [qg_tokenize(h, lang)] for i, h in enumerate(hyps)}
+    gts = {i: [qg_tokenize(r, lang)] for i, r in enumerate(refs)}
     with contextlib.redirect_stdout(io.StringIO()):  # pycocoevalcap prints its BLEU statistics
         bleu_scores, _ = Bleu(4).compute_score(gts, res)
     rouge_l, _ = Rouge().compute_score(gts, res)
