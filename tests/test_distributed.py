@@ -45,8 +45,9 @@ def params(path):
 
 
 @pytest.mark.parametrize("method,arch", [("causal", "unilm_seq2seq_tiny"), ("masked", "unilm_seq2seq_tiny"),
-                                         ("pseudo_masked", "unilm_seq2seq_tiny")])
+                                         ("pseudo_masked", "unilm_seq2seq_tiny"), ("causal", "bert2bert_tiny")])
 def test_two_workers_equal_one_worker_with_update_freq_2(method, arch, toy_data, tmp_path):
+    """Every unilm method and the bert2bert baseline (own encoder + decoder + cross-attention)."""
     args = [toy_data, *COMMON, "--arch", arch, "--ft-method", method]
     launch_two_workers(args, tmp_path / "ddp")
     run_cli("fairseq-train", *args, "--update-freq", "2", "--save-dir", tmp_path / "single")

@@ -8,7 +8,6 @@ projection costs nothing for unlabelled slots. The loss is summed and fairseq di
 import math
 from dataclasses import dataclass, field
 
-import torch
 from fairseq import metrics, utils
 from fairseq.criterions import FairseqCriterion, register_criterion
 from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
