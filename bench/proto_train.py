@@ -198,7 +198,7 @@ def main():
             r = json.loads(p.stdout.strip().splitlines()[-1])
             print(f"| {v} | {r['peak']:.0f} | {r['peak'] - r['built']:.0f} |", flush=True)
         return
-    torch = tb._setup_torch(args.threads)
+    torch = tb.setup_torch(args.threads)
     sys.path.insert(0, tb.REPO)
     clock = time.perf_counter if args.clock == "wall" else time.thread_time
     tb.time.perf_counter = clock  # the runners' phase timers use this clock

