@@ -38,7 +38,7 @@ stamp "fine-tune ($METHOD, up to $MAX_UPDATE updates or $TRAIN_MINUTES minutes)"
   --task pseudo_masked_lm --arch unilm_seq2seq --criterion s2s_label_smoothed_cross_entropy \
   --ft-method "$METHOD" --target-mask-prob 0.5 --label-smoothing 0.1 \
   --pretrained-checkpoint "$MINILM" --max-source-positions 64 --max-target-positions 40 \
-  --optimizer adam --adam-betas '(0.9,0.999)' --adam-eps 1e-6 --weight-decay 0.01 --clip-norm 1.0 \
+  --optimizer torch_adamw --adam-betas '(0.9,0.999)' --adam-eps 1e-6 --weight-decay 0.01 --clip-norm 1.0 \
   --lr 2e-4 --lr-scheduler polynomial_decay --warmup-updates 150 --total-num-update "$MAX_UPDATE" \
   --batch-size 48 --max-update "$MAX_UPDATE" --stop-time-hours "$(awk -v m="$TRAIN_MINUTES" 'BEGIN{print m/60}')" \
   --cpu --num-workers 0 --log-format simple --log-interval 50 --disable-validation \

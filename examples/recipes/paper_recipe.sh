@@ -34,7 +34,7 @@ fairseq-train "$OUT/bin" --user-dir "$ROOT/s2sft_fairseq" --task pseudo_masked_l
   --criterion s2s_label_smoothed_cross_entropy --label-smoothing 0.1 --ft-method "$METHOD" \
   --target-mask-prob "$MASK_PROB" --pretrained-checkpoint "$CKPT" \
   --max-source-positions "$SRC" --max-target-positions "$TGT" \
-  --optimizer adam --adam-betas '(0.9,0.999)' --adam-eps 1e-6 --weight-decay 0.01 --clip-norm 1.0 \
+  --optimizer torch_adamw --adam-betas '(0.9,0.999)' --adam-eps 1e-6 --weight-decay 0.01 --clip-norm 1.0 \
   --lr "$LR" --lr-scheduler polynomial_decay --warmup-updates 1000 --total-num-update "$TOTAL" \
   --max-update "$TOTAL" --batch-size "$BATCH" --update-freq "$UPDATE_FREQ" ${MAX_TOKENS_PER_GPU:+--max-tokens $MAX_TOKENS_PER_GPU} \
   --dropout 0.1 --attention-dropout 0.1 --save-dir "$OUT/checkpoints" --no-epoch-checkpoints \
