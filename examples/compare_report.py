@@ -12,6 +12,7 @@ checks the orders reported in the literature against the observed scores (ROUGE-
 paired bootstrap over test sentences; BLEU alongside).
 """
 import argparse
+import collections
 import datetime
 import json
 import logging
@@ -268,11 +269,13 @@ def cmd_report(a):
     ref_path = os.path.join(a.results, "hyps", "reference.txt")
     refs = read_lines(ref_path)
     per_sent = {}
+    outputs = {}  # system -> Counter of its hypotheses (how generic the outputs are)
     for s, r in recs.items():
         hyps = read_lines(os.path.join(a.results, "hyps", f"{s}.txt"))
         if len(hyps) != len(refs):
             raise SystemExit(f"{s}: {len(hyps)} hypotheses but {len(refs)} references")
         per_sent[s] = per_sentence_rougeL(hyps, refs)
+        outputs[s] = collections.Counter(hyps)
         mean = sum(per_sent[s]) / len(per_sent[s])
         if abs(mean - r["rouge"]["rougeL"]) > 0.01:
             raise SystemExit(f"{s}: per-sentence ROUGE-L mean {mean:.4f} != s2sft-score {r['rouge']['rougeL']:.4f}")
@@ -313,20 +316,20 @@ def cmd_report(a):
              "`s2sft-score --task bleu` (sacreBLEU, 13a tokenization, case-sensitive).")
     L.append("")
     head = ("| # | system | init | params | updates (stop) | train target tok/s | train loss tok/s "
-            "| decode sent/s | ROUGE-1 | ROUGE-2 | ROUGE-L | BLEU |")
+            "| decode sent/s | ROUGE-1 | ROUGE-2 | ROUGE-L | BLEU | distinct outputs |")
     L.append(head)
-    L.append("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    L.append("|---|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for i, s in enumerate(names, 1):
         label, _, init, _ = SYSTEMS.get(s, (s, "", "", ""))
         r = recs.get(s)
         if r is None:
-            L.append(f"| {i} | {label} | {init} | – | – | – | – | – | – | – | – | – |"
+            L.append(f"| {i} | {label} | {init} | – | – | – | – | – | – | – | – | – | – |"
                      + (" <!-- stale -->" if s in stale else ""))
             continue
         L.append(f"| {i} | {label} | {init} | {fmt_int(r['params'])} | {r['updates']} ({r['stopped_by']}) | "
                  f"{fmt(r['target_tokens_per_s'], 0)} | {fmt(r['loss_tokens_per_s'], 0)} | "
                  f"{fmt(r['decode']['sentences_per_s'])} | {r['rouge']['rouge1']:.2f} | {r['rouge']['rouge2']:.2f} | "
-                 f"{r['rouge']['rougeL']:.2f} | {r['bleu']:.2f} |")
+                 f"{r['rouge']['rougeL']:.2f} | {r['bleu']:.2f} | {len(outputs[s])} / {len(refs)} |")
     L.append("")
     L.append("Columns: *params* = unique parameters (fairseq's \"num. shared model params\"; shared tensors "
              "counted once — BERTShare shares everything except cross-attention, BERT2BERT shares the word "
@@ -337,7 +340,9 @@ def cmd_report(a):
              "causal, pseudo-masked and the encoder-decoders, only the corrupted ~50 % for masked. "
              "*decode sent/s* = fairseq-generate's \"Translated N sentences … (X sentences/s)\" (generation "
              "time only, model loading excluded). *stop*: max-update = the update budget was reached, "
-             "time = the per-system time cap stopped training first.")
+             "time = the per-system time cap stopped training first. *distinct outputs* = different "
+             "hypotheses among the test sentences (a model that writes the same definition for every word "
+             "scores ROUGE on function words alone; see the most frequent outputs below).")
     if recs:
         tr = [recs[s]["train_process_s"] for s in recs if recs[s].get("train_process_s") is not None]
         de = [recs[s]["decode_process_s"] for s in recs if recs[s].get("decode_process_s") is not None]
@@ -356,6 +361,14 @@ def cmd_report(a):
         L.append("")
         L.append("**Missing systems** (failed or not run; re-run the command to retry): "
                  + ", ".join(SHORT.get(s, s) for s in missing) + ".")
+    if outputs:
+        L.append("")
+        L.append("Most frequent output of each system (share of the test sentences):")
+        L.append("")
+        for s in names:
+            if s in outputs:
+                text, count = outputs[s].most_common(1)[0]
+                L.append(f"- {SHORT.get(s, s)}: \"{text}\" ({count} / {len(refs)})")
     L.append("")
     L.append("## Observed order vs. the literature")
     L.append("")
