@@ -42,9 +42,11 @@ are actually computed, i.e. the padded packed length; fwd + bwd = 3 x fwd):
     per token and layer, linears:       2 * (4 h^2 + 2 h f)
     self-attention per layer (len n):   4 * B * n^2 * h          (QK^T and AV, all heads)
     ours, packed length L (S+T, or S+2T for pseudo_masked), P labelled slots, attention block by
-    block (source rows over S keys, target rows over S+T, [P] rows over S+2T):
+    block (source rows over S keys, target rows over S+T, [P] rows over S+2T), and a last layer
+    that computes only the T predicting rows (keys/values for all L):
         A = S^2 + T (S+T)  [+ T (S+2T) for pseudo_masked]
-        fwd = l * (2 B L (4h^2 + 2hf) + 4 B A h) + 2 P h^2 + 2 P h V
+        last = B L 4h^2 + B T (4h^2 + 4hf) + 4 B T L h
+        fwd = (l - 1) * (2 B L (4h^2 + 2hf) + 4 B A h) + last + 2 P h^2 + 2 P h V
     HF bert2bert, encoder length S, decoder length T:
         fwd = l * (2 B S (4h^2 + 2hf) + 4 B S^2 h)                       encoder
             + l * (2 B T (4h^2 + 2hf) + 4 B T^2 h                        decoder self-attn + FFN
@@ -79,7 +81,8 @@ Usage::
     .venv/bin/python bench/train.py --threads 1 --clock thread --no-memory
         # contention-robust proxy: main-thread CPU time with 1 thread (not the DESIGN setting)
 
-``bench/proto_train.py`` measures prototype speed-ups of the plugin against the current code.
+``--optim legacy`` reproduces the optimizer setting of the first benchmark (fairseq's ``adam``
+vs ``AdamW()``), for before/after comparisons.
 """
 import argparse
 import datetime
@@ -313,7 +316,9 @@ def step_flops(name, shp, dims):
         # block-split attention (masks.block_ends): source rows x S keys, each later block x its prefix
         ends = [S, S + T] + ([S + 2 * T] if L == S + 2 * T else [])
         pairs = sum((e - b) * e for b, e in zip([0] + ends[:-1], ends))
-        fwd = l * (B * L * lin + 4 * B * pairs * h) + 2 * P * h * h + 2 * P * h * V
+        # the last layer computes only the T predicting rows (keys/values of all L rows)
+        last = B * L * 4 * h * h + B * T * (4 * h * h + 4 * h * f) + 4 * B * T * L * h
+        fwd = (l - 1) * (B * L * lin + 4 * B * pairs * h) + last + 2 * P * h * h + 2 * P * h * V
     else:
         S, T = shp["S"], shp["T"]
         enc = l * (B * S * lin + 4 * B * S * S * h)

@@ -64,6 +64,42 @@ def test_block_split_forward_equals_full_mask_forward(method, training):
     assert (split - full).abs().max() <= 1e-6
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_packed_forward_gives_the_gradients_of_the_full_forward(method):
+    """Block-split attention and a last layer computed only for the predicting rows
+    (``output_from``) leave every parameter's gradient unchanged."""
+    model, d = tiny_model(method)
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    for layer in model.stack.layers:
+        layer.attention_dropout = 0.0
+    model.train()
+    src, tgt = batch(d, method)
+    weights = torch.randn(2, tgt.size(1), model.stack.cfg.hidden_size, generator=torch.Generator().manual_seed(3))
+    grads = []
+    for forward in (model.decoder.forward_packed, lambda s, t: plain_forward(model, s, t)):
+        model.zero_grad()
+        (forward(src, tgt) * weights).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 10
+    scale = max(g.abs().max().item() for g in grads[1].values())
+    diff = max((grads[0][n] - grads[1][n]).abs().max().item() for n in grads[0])
+    assert diff <= 1e-6 * scale, (diff, scale)  # float rounding only
+
+
+def test_stack_output_from_with_a_plain_mask_and_a_bad_boundary():
+    model, d = tiny_model("pseudo_masked")
+    src, tgt = batch(d, "pseudo_masked")
+    p = pack(src, tgt, "pseudo_masked", d.pad(), model.decoder.mask_idx, True)
+    with torch.no_grad():
+        full, _ = model.stack(p.tokens, p.positions, p.token_types, p.attn_mask)
+        part, _ = model.stack(p.tokens, p.positions, p.token_types, p.attn_mask, output_from=7)
+    assert part.shape[1] == full.shape[1] - 7 and (part - full[:, 7:]).abs().max() <= 1e-6
+    with pytest.raises(ValueError, match="not a block boundary"):
+        model.stack(p.tokens, p.positions, p.token_types, p.attn_mask, block_ends=p.block_ends, output_from=7)
+
+
 def test_block_mask_rejects_ends_that_do_not_cover_the_rows():
     with pytest.raises(ValueError, match="do not cover"):
         BlockMask.split(torch.ones(1, 1, 6, 6, dtype=torch.bool), (2, 5))

@@ -148,8 +148,9 @@ class UnilmDecoder(FairseqIncrementalDecoder):
     def forward_packed(self, src_tokens, tgt_input):
         """Hidden states of the predicting slots for a packed batch (the training computation)."""
         p = pack(src_tokens, tgt_input, self.method, self.dictionary.pad(), self.mask_idx, self.use_token_types)
-        h, _ = self.stack(p.tokens, p.positions, p.token_types, p.attn_mask, block_ends=p.block_ends)
-        return h[:, p.predict_offset: p.predict_offset + tgt_input.size(1)]
+        h, _ = self.stack(p.tokens, p.positions, p.token_types, p.attn_mask, block_ends=p.block_ends,
+                          output_from=p.predict_offset)
+        return h[:, : tgt_input.size(1)]
 
     def prefix_to_tgt_input(self, prev_output_tokens):
         """The target block that makes the last slot predict the next token, as in training."""

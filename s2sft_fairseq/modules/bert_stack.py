@@ -86,6 +86,14 @@ class BlockMask(NamedTuple):
     of 36,864 per head).
     """
     blocks: List[Tuple[int, int, torch.Tensor]]
+    row_offset: int = 0  # the queries handed to attention start at this row
+
+    def rows_from(self, start: int) -> "BlockMask":
+        """The mask for queries ``start..`` only (``start`` must be a block boundary)."""
+        kept = [b for b in self.blocks if b[0] >= start]
+        if not kept or kept[0][0] != start:
+            raise ValueError(f"row {start} is not a block boundary of {[(b[0], b[1]) for b in self.blocks]}")
+        return BlockMask(kept, start)
 
     @classmethod
     def split(cls, mask: torch.Tensor, block_ends: Sequence[int]) -> "BlockMask":
@@ -171,7 +179,8 @@ class AttentionBlock(nn.Module):
         q = self.split_heads(self.query(x))
         p = self.attention_dropout if self.training else 0.0
         if isinstance(attn_mask, BlockMask):
-            ctx = torch.cat([attention(q[:, :, s:e], k[:, :, :e], v[:, :, :e], m, p)
+            o = attn_mask.row_offset
+            ctx = torch.cat([attention(q[:, :, s - o:e - o], k[:, :, :e], v[:, :, :e], m, p)
                              for s, e, m in attn_mask.blocks], dim=2)
         else:
             ctx = attention(q, k, v, attn_mask, p)
@@ -197,13 +206,17 @@ class Layer(AttentionBlock):
         """Feed-forward half: LayerNorm(x + dropout(ffn(x)))."""
         return self.ffn_layer_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
 
-    def forward(self, x, attn_mask, past: Optional[KeyValue] = None) -> Tuple[torch.Tensor, KeyValue]:
+    def forward(self, x, attn_mask, past: Optional[KeyValue] = None,
+                rows_from: int = 0) -> Tuple[torch.Tensor, KeyValue]:
+        """The layer over ``x``; with ``rows_from`` only rows ``rows_from..`` are computed (every
+        row still contributes its keys/values), and ``attn_mask`` covers those rows only."""
         k, v = self.project_kv(x)
         new_kv = (k, v)
         if past is not None:
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)
-        return self.feed_forward(self.attend(x, k, v, attn_mask)), new_kv
+        xq = x[:, rows_from:] if rows_from else x
+        return self.feed_forward(self.attend(xq, k, v, attn_mask)), new_kv
 
 
 class LMHead(nn.Module):
@@ -250,6 +263,7 @@ class BertStack(nn.Module):
         attn_mask: torch.Tensor,
         past_key_values: Optional[List[KeyValue]] = None,
         block_ends: Optional[Sequence[int]] = None,
+        output_from: int = 0,
     ) -> Tuple[torch.Tensor, List[KeyValue]]:
         """Run the stack.
 
@@ -263,9 +277,13 @@ class BertStack(nn.Module):
                 lower-triangular with these row/column block ends (rows before ``block_ends[i]``
                 and from the previous end never see keys from ``block_ends[i]`` on), so each
                 block attends over its own prefix of keys only (:class:`BlockMask`; same result).
+            output_from: only the last hidden states of positions ``output_from..`` are wanted
+                (with ``block_ends``, a block boundary). The last layer then computes only those
+                rows: in the packed training layouts the source (and, pseudo-masked, the real
+                target) rows of the last layer feed nothing, only their keys/values are read.
 
-        Returns: last hidden states ``(batch, new_len, hidden)`` and, per layer, the new
-        positions' ``(k, v)``.
+        Returns: last hidden states ``(batch, new_len - output_from, hidden)`` and, per layer,
+        the new positions' ``(k, v)``.
         """
         x = self.embeddings(tokens, positions, token_types)
         mask = attn_mask.unsqueeze(1)  # broadcast over heads
@@ -276,10 +294,18 @@ class BertStack(nn.Module):
             if past_key_values is not None:
                 raise ValueError("block_ends describes a full packed sequence; it cannot be used with past_key_values")
             mask = BlockMask.split(mask, block_ends)
+        last = len(self.layers) - 1
         new_kvs = []
         for i, layer in enumerate(self.layers):
-            x, kv = layer(x, mask, None if past_key_values is None else past_key_values[i])
+            past = None if past_key_values is None else past_key_values[i]
+            if i == last and output_from:
+                rows = mask.rows_from(output_from) if isinstance(mask, BlockMask) else mask[..., output_from:, :]
+                x, kv = layer(x, rows, past, rows_from=output_from)
+            else:
+                x, kv = layer(x, mask, past)
             new_kvs.append(kv)
+        if output_from and not self.layers:
+            x = x[:, output_from:]
         return x, new_kvs
 
     def source_key_values(self, tokens, positions, token_types, attn_mask) -> List[KeyValue]:
