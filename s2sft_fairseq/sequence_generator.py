@@ -19,11 +19,16 @@ n-gram blocking always uses :class:`NGramBlocker` here, also without an ignore l
 0.12's CPU fallback of ``NGramRepeatBlock`` compares the *padding* at the end of its token
 buffer instead of the last generated tokens and so never blocks anything
 (facebookresearch/fairseq#4709); the CUDA kernel is correct and this matches it.
+
+Plain beam search (fairseq's default search) runs as :class:`RowTopKBeamSearch`: the same
+candidates, found without adding the running scores to the whole ``(rows, vocabulary)``
+log-probability matrix.
 """
 import math
 from typing import Iterable, List
 
 import torch
+from fairseq.search import BeamSearch
 from fairseq.sequence_generator import SequenceGenerator
 from torch import nn
 
@@ -78,9 +83,40 @@ class NGramBlocker(nn.Module):
         return lprobs
 
 
+class RowTopKBeamSearch(BeamSearch):
+    """fairseq's ``BeamSearch.step`` with the same result, computed in two small steps.
+
+    fairseq adds each hypothesis' running score to its whole row of log-probabilities and takes
+    the top ``2 * beam`` over ``beam * vocab`` entries per sentence. The score is constant within
+    a row, so the winners are among each row's own top ``2 * beam`` words: take those first
+    (``topk`` per row), add the score to ``2 * beam`` numbers per row, and take the top
+    ``2 * beam`` of ``beam * 2 * beam`` candidates. Saves a full pass over the
+    ``(rows, vocab)`` matrix per step (≈ 3 ms of a 66 ms pseudo-masked step with beam 5 on
+    MiniLM's 30,522 words). Candidates come in the same order (by score; ties aside).
+    """
+
+    def step(self, step: int, lprobs, scores, prev_output_tokens=None, original_batch_idxs=None,
+             candidate_multiple: int = 2):
+        bsz, beam_size, vocab_size = lprobs.size()
+        if step == 0:  # all hypotheses are the same: only the first beam
+            lprobs = lprobs[:, ::beam_size, :]
+        rows = lprobs.size(1)
+        k = min(candidate_multiple * beam_size, beam_size * vocab_size - 1)  # fairseq: never pad
+        row_k = min(k, vocab_size)
+        row_scores, row_words = torch.topk(lprobs, k=row_k, dim=-1)        # (bsz, rows, row_k)
+        if step > 0:
+            row_scores = row_scores + scores[:, :, step - 1].unsqueeze(-1)
+        scores_buf, flat = torch.topk(row_scores.reshape(bsz, rows * row_k), k=min(k, rows * row_k), dim=-1)
+        beams_buf = torch.div(flat, row_k, rounding_mode="trunc")
+        indices_buf = row_words.reshape(bsz, rows * row_k).gather(1, flat)
+        return scores_buf, indices_buf, beams_buf
+
+
 class S2SSequenceGenerator(SequenceGenerator):
     def __init__(self, models, tgt_dict, gnmt_length_penalty=False, ngram_block_ignore=(), **kwargs):
         super().__init__(models, tgt_dict, **kwargs)
+        if type(self.search) is BeamSearch:  # plain beam search (not sampling, diverse, constrained...)
+            self.search = RowTopKBeamSearch(tgt_dict)
         self.gnmt_length_penalty = bool(gnmt_length_penalty)
         self.ngram_block_ignore = sorted(set(int(i) for i in ngram_block_ignore))
         size = kwargs.get("no_repeat_ngram_size", 0) or 0

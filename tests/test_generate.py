@@ -16,7 +16,9 @@ import torch
 import s2sft_fairseq  # noqa: F401  (registers the plugin, allow-lists checkpoint globals)
 from conftest import BIN, USER_DIR, make_toy_corpus, run_cli
 from s2sft_fairseq.checkpoints.vocab import load_task_dictionary
-from s2sft_fairseq.sequence_generator import NGramBlocker, S2SSequenceGenerator, gnmt_length_penalty
+from s2sft_fairseq.sequence_generator import (
+    NGramBlocker, RowTopKBeamSearch, S2SSequenceGenerator, gnmt_length_penalty,
+)
 
 GEN = ["--user-dir", USER_DIR, "--task", "pseudo_masked_lm", "--cpu", "--max-source-positions", "64",
        "--max-target-positions", "32"]
@@ -143,6 +145,41 @@ def test_beam1_equals_greedy_argmax_over_full_forward(method, toy_data, tiny_ckp
     for row in range(src.size(0)):
         greedy = [t for t in prev[row, 1:].tolist() if t != d.pad()]
         assert hypos[row][0]["tokens"].tolist() == greedy, f"row {row}"
+
+
+# ---------------------------------------------------------------------------- beam search step
+@pytest.mark.parametrize("step", [0, 3])
+def test_row_topk_beam_search_step_equals_fairseqs(step):
+    from fairseq.data import Dictionary
+    from fairseq.search import BeamSearch
+    g = torch.Generator().manual_seed(step)
+    bsz, beam, vocab = 3, 4, 50
+    lprobs = torch.log_softmax(torch.randn(bsz, beam, vocab, generator=g) * 3, dim=-1)
+    lprobs[0, :, 7] = -math.inf      # a banned word everywhere in sentence 0
+    lprobs[1, 2, :45] = -math.inf    # a row with only 5 allowed words (< 2 * beam)
+    scores = torch.randn(bsz, beam, step + 1, generator=g) - 5
+    ref = BeamSearch(Dictionary()).step(step, lprobs, scores)
+    ours = RowTopKBeamSearch(Dictionary()).step(step, lprobs, scores)
+    assert torch.equal(ours[0], ref[0])  # the same candidate scores, in the same order
+    finite = ref[0].isfinite()
+    assert torch.equal(ours[1][finite], ref[1][finite]) and torch.equal(ours[2][finite], ref[2][finite])
+
+
+def test_generator_with_row_topk_search_equals_fairseqs_beam_search(toy_data, tiny_ckpt):
+    from fairseq.search import BeamSearch
+    models, task = load(tiny_ckpt, toy_data)
+    task.load_dataset("test")
+    ds = task.dataset("test")
+    batch = ds.collater([ds[i] for i in range(12)])
+    ours = task.build_generator(models, gen_args(beam=4, max_len_b=12))
+    assert type(ours.search) is RowTopKBeamSearch
+    stock = task.build_generator(models, gen_args(beam=4, max_len_b=12))
+    stock.search = BeamSearch(task.target_dictionary)
+    with torch.no_grad():
+        a, b = ours.generate(models, batch), stock.generate(models, batch)
+    for ha, hb in zip(a, b):
+        assert [h["tokens"].tolist() for h in ha] == [h["tokens"].tolist() for h in hb]
+        assert torch.allclose(torch.tensor([h["score"] for h in ha]), torch.tensor([h["score"] for h in hb]))
 
 
 # ---------------------------------------------------------------------------- nothing dropped
