@@ -6,6 +6,10 @@
 #
 #   bash examples/quickstart.sh               # defaults below
 #   TRAIN_MINUTES=30 BEAM=5 bash examples/quickstart.sh
+#
+# Re-running reuses the data and *continues* training from $WORK/checkpoints/checkpoint_last.pt
+# (fairseq's resume; another TRAIN_MINUTES of updates, up to MAX_UPDATE); delete that folder to
+# start over.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${WORK:-$ROOT/examples/work/quickstart}"
