@@ -308,11 +308,6 @@ class BertStack(nn.Module):
             x = x[:, output_from:]
         return x, new_kvs
 
-    def source_key_values(self, tokens, positions, token_types, attn_mask) -> List[KeyValue]:
-        """Per-layer keys/values of a source that attends only to itself (the encoder role)."""
-        _, kvs = self.forward(tokens, positions, token_types, attn_mask)
-        return kvs
-
     def extend_positions(self, new_size: int) -> int:
         """Grow the position table to ``new_size`` rows by repeating the learned rows (s2s-ft).
 
