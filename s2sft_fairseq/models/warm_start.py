@@ -53,13 +53,13 @@ class WarmStartConfig(FairseqDataclass):
 
 
 def _stack_config(cfg, vocab_size: int, pad: int) -> StackConfig:
+    """The StackConfig a model config describes (the reverse of the write-back below)."""
+    sizes = {name: getattr(cfg, name, None) for name in STACK_FIELDS}
+    sizes["vocab_size"] = cfg.vocab_size or vocab_size
+    sizes["embedding_size"] = cfg.embedding_size or None
+    sizes["head_act"] = sizes["head_act"] or ""  # configs saved before head_act existed
     return StackConfig(
-        vocab_size=cfg.vocab_size or vocab_size, hidden_size=cfg.hidden_size,
-        num_layers=cfg.num_layers, num_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size, max_positions=cfg.max_positions,
-        type_vocab_size=cfg.type_vocab_size, embedding_size=cfg.embedding_size or None,
-        layer_norm_eps=cfg.layer_norm_eps, hidden_act=cfg.hidden_act,
-        head_act=getattr(cfg, "head_act", "") or "",  # configs saved before head_act existed
+        **sizes,
         dropout=cfg.dropout if cfg.dropout >= 0 else 0.1,
         attention_dropout=cfg.attention_dropout if cfg.attention_dropout >= 0 else 0.1,
         pad_idx=pad,
