@@ -50,18 +50,31 @@ SLOW = ("full", "hidden", "hf_nocache")
 
 
 # ------------------------------------------------------------------------ (c) hidden-state cache
+def decode_step_mask(src_valid, cache_len: int, num_new: int):
+    """Mask for one incremental step: keys ``[source | cached target (cache_len) | new slots]``.
+
+    Every new slot sees the valid source, the whole cache, and the new slots up to and including
+    itself: exactly the rows of the training mask for those positions."""
+    import torch
+    B, S = src_valid.shape
+    dev = src_valid.device
+    src = src_valid[:, None, :].expand(B, num_new, S)
+    cache = torch.ones(B, num_new, cache_len, dtype=torch.bool, device=dev)
+    new = torch.ones(num_new, num_new, dtype=torch.bool, device=dev).tril()[None].expand(B, -1, -1)
+    return torch.cat([src, cache, new], dim=2)
+
+
 def hidden_state_variant():
     """Encoder/decoder subclasses caching hidden states, re-projecting K/V every step (s2s-ft)."""
     import torch
-    from s2sft_fairseq.masks import decode_step_mask, valid_positions
     from s2sft_fairseq.models.unilm_seq2seq import UnilmDecoder, UnilmEncoder
+    from s2sft_fairseq.packing import bidirectional_mask, valid_positions
 
     class HiddenStateEncoder(UnilmEncoder):
         def forward(self, src_tokens, src_lengths=None, **unused):
             valid, positions = valid_positions(src_tokens, self.dictionary.pad())
-            eye = torch.eye(src_tokens.size(1), dtype=torch.bool, device=src_tokens.device)
-            mask = (valid[:, None, :] | eye[None]).unsqueeze(1)
-            types = torch.zeros_like(src_tokens) if self.use_token_types else None
+            mask = bidirectional_mask(valid).unsqueeze(1)
+            types = torch.zeros_like(src_tokens) if self.stack.uses_token_types else None
             x = self.stack.embeddings(src_tokens, positions, types)
             hidden = []
             for layer in self.stack.layers:
@@ -78,7 +91,7 @@ def hidden_state_variant():
         def _step(self, prev_output_tokens, encoder_out, incremental_state):
             rows = prev_output_tokens.size(0)
             step = prev_output_tokens.size(1) - 1
-            causal = self.method == "causal"
+            causal = self.method.shifted_target
             src_valid = encoder_out["src_valid"][0]
             src_len = src_valid.sum(dim=1, keepdim=True)
             cache = self.get_incremental_state(incremental_state, "hidden")
@@ -89,18 +102,18 @@ def hidden_state_variant():
             if causal and cached == 0:
                 new = torch.cat([new.new_full((rows, 1), self.dictionary.bos()), new[:, 1:]], dim=1)
             if not causal:
-                new = torch.cat([new, new.new_full((rows, 1), self.mask_idx)], dim=1)
+                new = torch.cat([new, new.new_full((rows, 1), self.dictionary.mask())], dim=1)
             n = new.size(1)
             n_real = n if causal else n - 1
             positions = src_len + torch.arange(cached, cached + n)[None]
-            types = torch.ones_like(new) if self.use_token_types else None
+            types = torch.ones_like(new) if self.stack.uses_token_types else None
             x = self.stack.embeddings(new, positions, types)
             mask = decode_step_mask(src_valid, cached, n).unsqueeze(1)
             for i, layer in enumerate(self.stack.layers):
-                parts = [encoder_out["src_hidden"][i]] + ([cache["h"][i]] if cached else [])
-                past = layer.project_kv(torch.cat(parts, dim=1))  # re-projected every step
+                parts = [encoder_out["src_hidden"][i]] + ([cache["h"][i]] if cached else []) + [x]
+                k, v = layer.project_kv(torch.cat(parts, dim=1))  # re-projected every step
                 x_in = x
-                x, _ = layer(x, mask, past)
+                x = layer.feed_forward(layer.attend(x, k, v, mask))
                 if n_real:
                     kept = x_in[:, :n_real]
                     cache["h"][i] = kept if cache["h"][i] is None else torch.cat([cache["h"][i], kept], dim=1)
@@ -121,7 +134,7 @@ def hidden_state_variant():
 
 # ------------------------------------------------------------------------ our model
 def make_data_dir(path):
-    from s2sft_fairseq.checkpoints.importer import load_pretrained
+    from s2sft_fairseq.checkpoints import load_pretrained
     d = tempfile.mkdtemp(prefix="s2sft-bench-decode-")
     ck = load_pretrained(path)
     for lang in ("src", "tgt"):
@@ -248,9 +261,16 @@ def main():
                     help="before each timed batch wait up to SECONDS for the machine to be idle (shared machines)")
     ap.add_argument("--check", action="store_true",
                     help="check that ours / full / hidden produce the same hypotheses (first cell)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="seconds-long run of every configuration at toy sizes (batch 2, source 16, beam 2, N 4, "
+                         "with --check): proves the script works, measures nothing (the test suite runs it)")
     args = ap.parse_args()
     if args.quick:
         args.beams, args.lengths, args.reps, args.slow_reps = "5", "48", 1, 1
+    if args.smoke:
+        global BATCH, SRC_LEN
+        BATCH, SRC_LEN = 2, 16
+        args.beams, args.lengths, args.reps, args.slow_reps, args.check = "2", "4", 1, 1, True
     torch = setup_torch(args.threads)
     beams = [int(b) for b in args.beams.split(",")]
     lengths = [int(n) for n in args.lengths.split(",")]
@@ -286,9 +306,11 @@ def main():
         ref = None
         for name in ("ours", "full", "hidden"):
             if name in runners:
-                out = [t.tolist() for t in runners[name].generate(src[:4], max(beams), 8)]
+                out = [t.tolist() for t in runners[name].generate(src[:4], max(beams), min(8, max(lengths)))]
                 ref = ref or out
                 print(f"check {name}: {'same hypotheses as ours' if out == ref else 'DIFFERENT hypotheses'}")
+                if out != ref:
+                    raise SystemExit(f"--check failed: {name} decodes differently from ours")
     results = {}
     busy_starts = [0]
     for beam in beams:

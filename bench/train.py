@@ -12,7 +12,7 @@ Configurations (one training step = forward + loss + backward + Adam step + zero
   exactly as ``fairseq-train`` does (``options.parse_args_and_arch`` -> ``tasks.setup_task``
   -> ``task.build_model`` (``UnilmSeq2SeqModel.build_model`` warm-started from MiniLM) ->
   ``task.build_criterion`` -> ``optim.build_optimizer`` (see ``--optim``). Batches come
-  from the plugin's ``Seq2SeqPackDataset`` collater, so masked / pseudo-masked inputs are
+  from the plugin's ``PairedExamplesDataset`` collater, so masked / pseudo-masked inputs are
   corrupted as in training (``--target-mask-prob`` 0.5). The step is the body of
   ``task.train_step`` (``criterion(model, sample)``; ``optimizer.backward(loss)``) followed by
   ``optimizer.step()`` / ``zero_grad()``; fairseq's Trainer bookkeeping (grad-norm clipping,
@@ -133,13 +133,13 @@ class Batches:
     def fairseq_samples(self, method, target_mask_prob):
         """Through the plugin's dataset + collater, from what fairseq-preprocess stores (body + eos)."""
         import torch
-        from s2sft_fairseq.data import Seq2SeqPackDataset
+        from s2sft_fairseq.data import PairedExamplesDataset
         from s2sft_fairseq.tasks.inference_data import TokensDataset
         d = self.dictionary
         eos = torch.tensor([d.eos()])
         out = []
         for src, tgt in zip(self.src_bodies, self.tgt_bodies):
-            ds = Seq2SeqPackDataset(
+            ds = PairedExamplesDataset(
                 TokensDataset([torch.cat([r, eos]) for r in src]),
                 TokensDataset([torch.cat([r, eos]) for r in tgt]),
                 d, method, self.src_len, self.tgt_len, target_mask_prob, seed=1, shuffle=False)
@@ -214,7 +214,8 @@ class OursRunner(Runner):
         tgt = s["net_input"]["tgt_input"]
         B, S = src.shape
         T = tgt.size(1)
-        L = S + (2 * T if self.method == "pseudo_masked" else T)
+        from s2sft_fairseq.packing import get_method
+        L = get_method(self.method).num_slots(S, T)
         P = int(s["loss_target"].ne(self.task.dictionary.pad()).sum())
         return dict(B=B, S=S, T=T, L=L, P=P, n_tgt=int(s["target"].ne(self.task.dictionary.pad()).sum()))
 
@@ -313,7 +314,7 @@ def step_flops(name, shp, dims):
     lin = 2 * (4 * h * h + 2 * h * f)
     if name in OURS:
         L, P, S, T = shp["L"], shp["P"], shp["S"], shp["T"]
-        # block-split attention (masks.block_ends): source rows x S keys, each later block x its prefix
+        # block-split attention (Method.block_ends): source rows x S keys, each later block x its prefix
         ends = [S, S + T] + ([S + 2 * T] if L == S + 2 * T else [])
         pairs = sum((e - b) * e for b, e in zip([0] + ends[:-1], ends))
         # the last layer computes only the T predicting rows (keys/values of all L rows)
@@ -343,7 +344,7 @@ def matmul_peak(torch, n=2048, reps=3, cache={}):
 
 def make_data_dir(path):
     """A data directory holding only the checkpoint's dictionary (what s2sft-prepare writes)."""
-    from s2sft_fairseq.checkpoints.importer import load_pretrained
+    from s2sft_fairseq.checkpoints import load_pretrained
     import atexit
     import shutil
     d = tempfile.mkdtemp(prefix="s2sft-bench-")
@@ -526,6 +527,9 @@ def main():
     ap.add_argument("--profile-rows", type=int, default=30)
     ap.add_argument("--optim", default="fused", choices=sorted(OPTIM),
                     help="fused: torch_adamw vs HF AdamW(fused=True); legacy: fairseq adam vs AdamW()")
+    ap.add_argument("--smoke", action="store_true",
+                    help="seconds-long run of every configuration at toy sizes (batch 2, source 16, target 8, "
+                         "one timed step, no memory runs): proves the script works, measures nothing")
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
     ap.add_argument("--worker-config", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -533,6 +537,8 @@ def main():
     OPTIM_CHOICE = args.optim
     if args.quick:
         args.steps, args.warmup, args.mem_steps = 3, 1, 2
+    if args.smoke:
+        args.batch, args.src_len, args.tgt_len, args.steps, args.warmup, args.no_memory = 2, 16, 8, 1, 0, True
     if args.worker == "memory":
         return worker_memory(args)
     if args.clock == "thread":

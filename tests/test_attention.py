@@ -9,8 +9,8 @@ the slots the s2s-ft mask lets see it.
 import pytest
 import torch
 
-from s2sft_fairseq.masks import block_ends, pack
-from s2sft_fairseq.modules.bert_stack import BlockMask, attention, keep_mask
+from s2sft_fairseq.packing import get_method, pack
+from s2sft_fairseq.modules.attention import BlockMask, attention, keep_mask
 from tiny import tiny_model
 
 METHODS = ["causal", "masked", "pseudo_masked"]
@@ -28,7 +28,7 @@ def batch(d, method):
 
 def plain_forward(model, src, tgt):
     d = model.decoder
-    p = pack(src, tgt, d.method, d.dictionary.pad(), d.mask_idx, d.use_token_types)
+    p = pack(src, tgt, d.method, d.dictionary.pad(), d.dictionary.mask(), d.stack.uses_token_types)
     h, _ = model.stack(p.tokens, p.positions, p.token_types, p.attn_mask)
     return h[:, p.predict_offset: p.predict_offset + tgt.size(1)]
 
@@ -38,8 +38,8 @@ def test_block_ends_match_the_mask(method):
     """No row attends to a key at or beyond its block's end, and the blocks cover every row."""
     model, d = tiny_model(method)
     src, tgt = batch(d, method)
-    p = pack(src, tgt, method, d.pad(), model.decoder.mask_idx, True)
-    assert p.block_ends == block_ends(src.size(1), tgt.size(1), method)
+    p = pack(src, tgt, method, d.pad(), model.decoder.dictionary.mask(), True)
+    assert p.block_ends == get_method(method).block_ends(src.size(1), tgt.size(1))
     assert p.block_ends[-1] == p.attn_mask.size(1)
     start = 0
     for end in p.block_ends:
@@ -91,7 +91,7 @@ def test_packed_forward_gives_the_gradients_of_the_full_forward(method):
 def test_stack_output_from_with_a_plain_mask_and_a_bad_boundary():
     model, d = tiny_model("pseudo_masked")
     src, tgt = batch(d, "pseudo_masked")
-    p = pack(src, tgt, "pseudo_masked", d.pad(), model.decoder.mask_idx, True)
+    p = pack(src, tgt, "pseudo_masked", d.pad(), model.decoder.dictionary.mask(), True)
     with torch.no_grad():
         full, _ = model.stack(p.tokens, p.positions, p.token_types, p.attn_mask)
         part, _ = model.stack(p.tokens, p.positions, p.token_types, p.attn_mask, output_from=7)

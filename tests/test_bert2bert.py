@@ -201,7 +201,7 @@ def test_bert2bert_minilm_warm_start(minilm_models):
     _check_cross_attention_is_new(model)
     # Rothe's BERT2BERT: one word-embedding matrix, registered once; the output layer is tied to it
     assert enc.embeddings.word is dec.embeddings.word
-    assert dec.lm_head.word_embeddings[0] is dec.embeddings.word and enc.lm_head is None
+    assert dec.lm_head.word_embeddings is dec.embeddings.word and enc.lm_head is None
     keys = model.state_dict().keys()
     assert sum(k.endswith("embeddings.word.weight") for k in keys) == 1
     assert not any(k.startswith("encoder.stack.lm_head") for k in keys)

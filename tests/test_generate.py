@@ -87,9 +87,9 @@ def generate(data, ckpt, *extra, subset="test", beam=3, batch=8):
 @pytest.mark.parametrize("method", ["pseudo_masked", "causal"])
 def test_generate_incremental_equals_full_recompute(method, toy_data, tiny_ckpt):
     cached = generate(toy_data, tiny_ckpt, *(() if method == "pseudo_masked" else
-                                             ("--model-overrides", f"{{'decoding_method': '{method}'}}")))
+                                             ("--model-overrides", f"{{'ft_method': '{method}'}}")))
     full = generate(toy_data, tiny_ckpt, "--model-overrides",
-                    f"{{'decoding_method': '{method}', 'incremental_decoding': False}}")
+                    f"{{'ft_method': '{method}', 'incremental_decoding': False}}")
     h_cached, h_full = parse(cached, "H"), parse(full, "H")
     assert len(h_cached) == 20 and h_cached.keys() == h_full.keys()
     for i in h_cached:
@@ -119,7 +119,7 @@ def gen_args(**kw):
 @pytest.mark.parametrize("method", ["pseudo_masked", "causal", "masked"])
 @torch.no_grad()
 def test_beam1_equals_greedy_argmax_over_full_forward(method, toy_data, tiny_ckpt):
-    models, task = load(tiny_ckpt, toy_data, decoding_method=method)
+    models, task = load(tiny_ckpt, toy_data, ft_method=method)
     model, d = models[0], task.dictionary
     task.load_dataset("test")
     ds = task.dataset("test")

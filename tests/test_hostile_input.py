@@ -182,7 +182,7 @@ def test_binarized_source_and_target_with_different_counts(prepared, tmp_path):
 
 
 def test_dataset_count_mismatch_and_bad_limits_are_user_errors():
-    from s2sft_fairseq.data import Seq2SeqPackDataset
+    from s2sft_fairseq.data import PairedExamplesDataset
     from s2sft_fairseq.errors import S2SFTError
     from s2sft_fairseq.tasks.inference_data import TokensDataset
 
@@ -190,9 +190,9 @@ def test_dataset_count_mismatch_and_bad_limits_are_user_errors():
     two = TokensDataset([torch.LongTensor([5, 2]), torch.LongTensor([6, 2])])
     one = TokensDataset([torch.LongTensor([7, 2])])
     with pytest.raises(S2SFTError, match=r"x:train: source has 2 examples but target has 1"):
-        Seq2SeqPackDataset(two, one, d, "pseudo_masked", 16, 8, name="x:train")
+        PairedExamplesDataset(two, one, d, "pseudo_masked", 16, 8, name="x:train")
     with pytest.raises(S2SFTError, match=r"--max-source-positions 2 .*>= 3"):
-        Seq2SeqPackDataset(two, two, d, "pseudo_masked", 2, 8)
+        PairedExamplesDataset(two, two, d, "pseudo_masked", 2, 8)
 
 
 def small_dictionary():
@@ -202,7 +202,7 @@ def small_dictionary():
 
 def test_max_tokens_below_an_example_size():
     """Outside training an over-long example gets a batch of its own; in training it is one line."""
-    from s2sft_fairseq.data import Seq2SeqPackDataset
+    from s2sft_fairseq.data import PairedExamplesDataset
     from s2sft_fairseq.errors import S2SFTError
     from s2sft_fairseq.tasks.inference_data import TokensDataset
 
@@ -210,7 +210,7 @@ def test_max_tokens_below_an_example_size():
     lengths = [3, 12, 4, 20, 5]
     src = TokensDataset([torch.LongTensor([6] * n + [2]) for n in lengths])
     tgt = TokensDataset([torch.LongTensor([7, 8, 2]) for _ in lengths])
-    ds = Seq2SeqPackDataset(src, tgt, d, "pseudo_masked", 64, 8, shuffle=False, name="toy:test")
+    ds = PairedExamplesDataset(src, tgt, d, "pseudo_masked", 64, 8, shuffle=False, name="toy:test")
     batches = ds.batch_by_size(ds.ordered_indices(), max_tokens=12)
     assert sorted(i for b in batches for i in b) == list(range(5))
     assert [len(b) for b in batches if any(ds.num_tokens(i) > 12 for i in b)] == [1] * 3
@@ -225,14 +225,14 @@ def test_training_keeps_the_batch_fairseq_drops_for_required_batch_size_multiple
     (default 8): always the longest examples, as indices are sorted by size. They are kept."""
     from fairseq.data import data_utils
 
-    from s2sft_fairseq.data import Seq2SeqPackDataset
+    from s2sft_fairseq.data import PairedExamplesDataset
     from s2sft_fairseq.tasks.inference_data import TokensDataset
 
     d = small_dictionary()
     rng = np.random.default_rng(0)
     for n in (5, 13, 101):
         src = TokensDataset([torch.LongTensor([6] * int(rng.integers(1, 30)) + [2]) for _ in range(n)])
-        ds = Seq2SeqPackDataset(src, src, d, "pseudo_masked", 64, 32, shuffle=True)
+        ds = PairedExamplesDataset(src, src, d, "pseudo_masked", 64, 32, shuffle=True)
         ds.is_train = True
         for max_tokens, max_sentences in ((None, 8), (200, None), (100, 16)):
             order = ds.ordered_indices()
@@ -246,7 +246,7 @@ def test_training_keeps_the_batch_fairseq_drops_for_required_batch_size_multiple
 
 
 def test_select_shard_keeps_contiguous_blocks_and_ids():
-    from s2sft_fairseq.data import Seq2SeqPackDataset
+    from s2sft_fairseq.data import PairedExamplesDataset
     from s2sft_fairseq.errors import S2SFTError
     from s2sft_fairseq.tasks.inference_data import TokensDataset
 
@@ -254,7 +254,7 @@ def test_select_shard_keeps_contiguous_blocks_and_ids():
     src = TokensDataset([torch.LongTensor([6] * (1 + i % 4) + [2]) for i in range(10)])
     seen = []
     for k in range(3):
-        ds = Seq2SeqPackDataset(src, src, d, "causal", 64, 8, shuffle=False)
+        ds = PairedExamplesDataset(src, src, d, "causal", 64, 8, shuffle=False)
         ds.select_shard(3, k)
         ids = ds.ordered_indices().tolist()
         assert len(ds) == 10 and sorted(ids) == list(range([0, 4, 7][k], [4, 7, 10][k]))

@@ -46,7 +46,7 @@ def test_no_mlm_head_is_logged_head_fresh_output_tied(caplog):
         model = build_fairseq_model(path, ck.dictionary)
     assert any("no MLM head" in m and "tied to the word embeddings" in m for m in _messages(caplog))
     head, stack = model.stack.lm_head, model.stack
-    assert head.word_embeddings[0] is stack.embeddings.word
+    assert head.word_embeddings is stack.embeddings.word
     # the transform is freshly initialised (BERT init), not taken from the discriminator head
     assert torch.equal(head.layer_norm.weight, torch.ones_like(head.layer_norm.weight))
     assert torch.equal(head.layer_norm.bias, torch.zeros_like(head.layer_norm.bias))

@@ -8,8 +8,8 @@ shrinking in between; the decoder's full-recompute path equals the same oracle.
 import pytest
 import torch
 
-from s2sft_fairseq.masks import METHODS, pack
-from s2sft_fairseq.models.unilm_seq2seq import UnilmDecoder
+from s2sft_fairseq.packing import METHOD_NAMES, pack
+from s2sft_fairseq.modules.bert_stack import LMHead
 from tiny import tiny_model
 
 TOL = 1e-5
@@ -32,7 +32,7 @@ def oracle_lprobs(model, rows_src, prev):
     """Next-token log-probabilities from the packed training computation."""
     dec = model.decoder
     tgt_in = dec.prefix_to_tgt_input(prev)
-    p = pack(rows_src, tgt_in, dec.method, dec.dictionary.pad(), dec.mask_idx, dec.use_token_types)
+    p = pack(rows_src, tgt_in, dec.method, dec.dictionary.pad(), dec.dictionary.mask(), dec.stack.uses_token_types)
     h, _ = model.stack(p.tokens, p.positions, p.token_types, p.attn_mask)
     last = h[:, p.predict_offset + tgt_in.size(1) - 1]
     return torch.log_softmax(model.stack.lm_head(last), dim=-1)
@@ -77,7 +77,7 @@ def run_decode(model, src, beam, steps, shrink_at=None, keep=None, seed=0):
 
 @pytest.mark.parametrize("left_pad", [False, True], ids=["right_pad", "left_pad"])
 @pytest.mark.parametrize("types", [2, 1], ids=["two_types", "one_type"])
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", METHOD_NAMES)
 @torch.no_grad()
 def test_incremental_equals_packed_forward_with_reorder_and_shrink(method, types, left_pad):
     model, d = tiny_model(method, seed=3, type_vocab_size=types)
@@ -90,7 +90,7 @@ def test_incremental_equals_packed_forward_with_reorder_and_shrink(method, types
     assert enc["src_index"][0].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", METHOD_NAMES)
 @torch.no_grad()
 def test_incremental_greedy_and_second_shrink(method):
     """beam 1 (one row per sentence) and two successive shrinks down to one sentence."""
@@ -110,7 +110,7 @@ def test_incremental_greedy_and_second_shrink(method):
     assert enc["src_keys"][0].size(0) == 1
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", METHOD_NAMES)
 @torch.no_grad()
 def test_incremental_irregular_row_order_and_late_start(method):
     """Rows that are not grouped by sentence (falls back to per-row source keys), and a cache
@@ -144,7 +144,7 @@ def test_incremental_cache_grows_past_max_target_positions():
         prev = torch.cat([prev, torch.randint(5, len(d), (2, 1), generator=g)], dim=1)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", METHOD_NAMES)
 @torch.no_grad()
 def test_incremental_sequence_generator_equals_full_recompute(method):
     """fairseq's SequenceGenerator (beam search, finished sentences leave the batch) returns the
@@ -178,9 +178,9 @@ def test_incremental_sequence_generator_equals_full_recompute(method):
 def test_inference_logits_equal_lm_head(chunk, monkeypatch):
     """The decoder's no-grad vocabulary projection (chunked W @ x^T) equals the stack's LM head."""
     model, d = tiny_model("pseudo_masked", seed=2)
-    monkeypatch.setattr(UnilmDecoder, "LOGITS_CHUNK", chunk)
+    monkeypatch.setattr(LMHead, "LOGITS_CHUNK", chunk)
     x = torch.randn(6, 1, model.stack.cfg.hidden_size)
-    fast = model.decoder._logits_no_grad(model.stack.lm_head, x)
+    fast = model.stack.lm_head.decode_logits(x)
     assert fast.shape == (6, 1, len(d)) and fast.is_contiguous()
     assert (fast - model.stack.lm_head(x)).abs().max() <= 1e-5
     assert model.decoder.output_layer(x).equal(model.stack.lm_head(x))  # training/validation: the stack's head

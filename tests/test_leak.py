@@ -6,7 +6,7 @@ in 5.23), so each test changes one input and checks exactly which outputs move.
 import pytest
 import torch
 
-from s2sft_fairseq.masks import pack
+from s2sft_fairseq.packing import pack
 from tiny import tiny_model
 
 TOL = 1e-6
@@ -18,7 +18,7 @@ def changed(a, b):
 
 def full_output(model, src, tgt_input):
     d = model.decoder
-    p = pack(src, tgt_input, d.method, d.dictionary.pad(), d.mask_idx, d.use_token_types)
+    p = pack(src, tgt_input, d.method, d.dictionary.pad(), d.dictionary.mask(), d.stack.uses_token_types)
     h, _ = model.stack(p.tokens, p.positions, p.token_types, p.attn_mask)
     return h, p
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from s2sft_fairseq.criterions.s2s_label_smoothed_cross_entropy import S2SLabelSmoothedCrossEntropy
-from s2sft_fairseq.data import Seq2SeqPackDataset
+from s2sft_fairseq.data import PairedExamplesDataset
 from s2sft_fairseq.tasks.inference_data import TokensDataset
 from tiny import tiny_model
 
@@ -18,7 +18,7 @@ def make_dataset(d, method, left_pad, n=6, seed=3):
         ls, lt = 2 + i % 4, 1 + (i * 3) % 5
         srcs.append(torch.tensor([words[k] for k in torch.randint(40, (ls,), generator=g)] + [d.eos()]))
         tgts.append(torch.tensor([words[k] for k in torch.randint(40, (lt,), generator=g)] + [d.eos()]))
-    return Seq2SeqPackDataset(TokensDataset(srcs), TokensDataset(tgts), d, method, 32, 16,
+    return PairedExamplesDataset(TokensDataset(srcs), TokensDataset(tgts), d, method, 32, 16,
                               target_mask_prob=0.5, seed=7, left_pad_source=left_pad, shuffle=False)
 
 

@@ -1,7 +1,7 @@
 """Packed layout per method equals matrices written out by hand (DESIGN §2, s2s-ft Fig. 2)."""
 import torch
 
-from s2sft_fairseq.masks import pack, seq2seq_mask
+from s2sft_fairseq.packing import pack, seq2seq_mask
 
 PAD, MASK, CLS, SEP, A, X, Y, SOS = 0, 9, 1, 2, 5, 6, 7, 1
 

@@ -21,7 +21,7 @@ from s2sft_fairseq.checkpoints.importer import load_into_stack, load_pretrained
 from s2sft_fairseq.checkpoints.vocab import (
     CheckpointDictionary, VocabularyMismatchError, check_dictionary_matches, load_task_dictionary,
 )
-from s2sft_fairseq.masks import valid_positions
+from s2sft_fairseq.packing import valid_positions
 from s2sft_fairseq.modules.bert_stack import BertStack
 
 TOL = 1e-5
@@ -164,7 +164,7 @@ def test_parity_full_model_has_every_parameter_once(tmp_path):
     assert len({p.data_ptr() for p in params.values()}) == len(params)
     n_unique = sum(p.numel() for p in params.values())
     assert n_unique == sum(t.numel() for t in sd.values())
-    assert model.stack.lm_head.word_embeddings[0] is model.stack.embeddings.word  # tied, not a copy
+    assert model.stack.lm_head.word_embeddings is model.stack.embeddings.word  # tied, not a copy
     # and the warm-started stack is the checkpoint's model
     _, enc = hf_batch(path)
     h, logits, valid = run_stack(model.stack.eval(), data_dict.pad(), enc["input_ids"])

@@ -1,1 +1,1 @@
-from .seq2seq_dataset import Seq2SeqPackDataset  # noqa: F401
+from .paired_examples import PairedExamplesDataset  # noqa: F401

@@ -57,9 +57,11 @@ from fairseq.models import (
     register_model, register_model_architecture,
 )
 
-from ..masks import valid_positions
-from ..modules.bert_stack import AttentionBlock, BertStack, StackConfig
-from .warm_start import WarmStartConfig, WarmStartedSeq2SeqMixin, build_stack_from_config, set_tiny_sizes
+from ..modules.attention import AttentionBlock
+from ..modules.bert_stack import BertStack, StackConfig
+from ..modules.sharing import share
+from ..packing import CAUSAL, bidirectional_mask, causal_mask, valid_positions
+from .warm_start import WarmStartConfig, WarmStartedSeq2SeqMixin, build_stack_from_config, features_or_logits, resolve_method, set_tiny_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -86,13 +88,6 @@ class CrossAttention(AttentionBlock):
         self.apply(BertStack._init_weights)
 
 
-def _reference(owner: nn.Module, name: str, obj):
-    """Make ``owner.name`` a plain (unregistered) reference: shared weights are registered once."""
-    if name in owner._modules:
-        del owner._modules[name]
-    object.__setattr__(owner, name, obj)
-
-
 # --------------------------------------------------------------------------- encoder
 class Bert2BertEncoder(FairseqEncoder):
     """Bidirectional BERT encoder over ``[CLS] s [SEP]`` (token type 0, positions from 0)."""
@@ -102,13 +97,11 @@ class Bert2BertEncoder(FairseqEncoder):
         if register_stack:
             self.stack = stack
         else:
-            _reference(self, "stack", stack)
+            share(self, "stack", stack)
 
     def forward(self, src_tokens, src_lengths=None, **unused):
         valid, positions = valid_positions(src_tokens, self.dictionary.pad())
-        eye = torch.eye(src_tokens.size(1), dtype=torch.bool, device=src_tokens.device)
-        mask = valid[:, None, :] | eye[None]  # a padding slot attends to itself only
-        h, _ = self.stack(src_tokens, positions, None, mask)
+        h, _ = self.stack(src_tokens, positions, None, bidirectional_mask(valid))
         return {"encoder_out": [h], "src_valid": [valid]}
 
     @torch.jit.export
@@ -135,7 +128,7 @@ class Bert2BertDecoder(FairseqIncrementalDecoder):
         if register_stack:
             self.stack = stack
         else:
-            _reference(self, "stack", stack)
+            share(self, "stack", stack)
         self.cross_attention = cross_attention
         self.max_target_positions = max_target_positions
 
@@ -146,7 +139,7 @@ class Bert2BertDecoder(FairseqIncrementalDecoder):
     def forward(self, prev_output_tokens, encoder_out=None, incremental_state=None,
                 features_only=False, **kwargs):
         x = self.extract_features(prev_output_tokens, encoder_out, incremental_state)
-        return (x if features_only else self.output_layer(x)), None
+        return features_or_logits(self.stack, x, features_only), None
 
     def extract_features(self, prev_output_tokens, encoder_out=None, incremental_state=None, **kwargs):
         if incremental_state is not None:
@@ -156,62 +149,52 @@ class Bert2BertDecoder(FairseqIncrementalDecoder):
     def output_layer(self, features):
         return self.stack.lm_head(features)
 
+    def _cross_hook(self, keys_values, cross_mask):
+        """The stack's ``cross`` hook: layer ``i``'s cross-attention over the encoder output."""
+        def hook(i, h):
+            return self.cross_attention[i](h, *keys_values[i], cross_mask)
+        return hook
+
     def _full(self, prev_output_tokens, encoder_out):
         """All target slots at once (training, and the reference for the cache)."""
         tokens = self._with_sos(prev_output_tokens)
         valid, positions = valid_positions(tokens, self.dictionary.pad())
-        T = tokens.size(1)
-        causal = torch.ones(T, T, dtype=torch.bool, device=tokens.device).tril()
-        eye = torch.eye(T, dtype=torch.bool, device=tokens.device)
-        self_mask = ((causal[None] & valid[:, None, :]) | eye[None]).unsqueeze(1)  # (B, 1, T, T)
         enc = encoder_out["encoder_out"][0]
+        cross_kv = [cross.project_kv(enc) for cross in self.cross_attention]
         cross_mask = encoder_out["src_valid"][0][:, None, None, :]                 # (B, 1, 1, S)
-        x = self.stack.embeddings(tokens, positions, None)
-        for layer, cross in zip(self.stack.layers, self.cross_attention):
-            k, v = layer.project_kv(x)
-            x = layer.attend(x, k, v, self_mask)
-            ck, cv = cross.project_kv(enc)
-            x = cross(x, ck, cv, cross_mask)
-            x = layer.feed_forward(x)
-        return x
+        h, _ = self.stack(tokens, positions, None, causal_mask(valid), cross=self._cross_hook(cross_kv, cross_mask))
+        return h
 
     def _step(self, prev_output_tokens, encoder_out, incremental_state):
-        """One new target slot; earlier self-attention K/V and the cross K/V come from the cache."""
+        """One new target slot: self-attention over the cached target keys/values
+        (:meth:`~s2sft_fairseq.modules.bert_stack.BertStack.decode_step`, no source part), then
+        cross-attention over keys/values projected once from the encoder output."""
         step = prev_output_tokens.size(1) - 1
         bsz = prev_output_tokens.size(0)
-        cache = self.get_incremental_state(incremental_state, "kv")
-        if cache is None:
-            cache = {}
-        enc = encoder_out["encoder_out"][0]
-        if "cross_k0" not in cache:  # first step: project the encoder output once per layer
-            for i, cross in enumerate(self.cross_attention):
-                cache[f"cross_k{i}"], cache[f"cross_v{i}"] = cross.project_kv(enc)
+        state = self.get_incremental_state(incremental_state, "state")
+        if state is None:  # first step: project the encoder output once per layer
+            enc = encoder_out["encoder_out"][0]
+            state = {"cache": self.stack.new_decode_cache(bsz, self.max_target_positions + 1, enc),
+                     "cross": [t for cross in self.cross_attention for t in cross.project_kv(enc)]}
+        cache = state["cache"]
+        cache.check(bsz, step + 1)
+        tokens = prev_output_tokens[:, cache.len:] if cache.len else self._with_sos(prev_output_tokens)
+        positions = torch.arange(cache.len, step + 1, device=tokens.device)[None].expand(bsz, -1)
+        cross_kv = list(zip(state["cross"][0::2], state["cross"][1::2]))
         cross_mask = encoder_out["src_valid"][0][:, None, None, :]
-        if step == 0:
-            tokens = prev_output_tokens.new_full((bsz, 1), self.dictionary.bos())
-        else:
-            tokens = prev_output_tokens[:, -1:]
-        positions = tokens.new_full((bsz, 1), step)
-        x = self.stack.embeddings(tokens, positions, None)
-        for i, (layer, cross) in enumerate(zip(self.stack.layers, self.cross_attention)):
-            k, v = layer.project_kv(x)
-            if f"self_k{i}" in cache:
-                k = torch.cat([cache[f"self_k{i}"], k], dim=2)
-                v = torch.cat([cache[f"self_v{i}"], v], dim=2)
-            cache[f"self_k{i}"], cache[f"self_v{i}"] = k, v
-            x = layer.attend(x, k, v, None)  # the new slot sees every cached target slot
-            x = cross(x, cache[f"cross_k{i}"], cache[f"cross_v{i}"], cross_mask)
-            x = layer.feed_forward(x)
-        self.set_incremental_state(incremental_state, "kv", cache)
+        x = self.stack.decode_step(tokens, positions, None, cache, None,
+                                   cross=self._cross_hook(cross_kv, cross_mask))
+        cache.len = step + 1
+        self.set_incremental_state(incremental_state, "state", state)
         return x
 
     def reorder_incremental_state(self, incremental_state, new_order):
-        cache = self.get_incremental_state(incremental_state, "kv")
-        if cache is None:
+        state = self.get_incremental_state(incremental_state, "state")
+        if state is None:
             return
-        for key in list(cache.keys()):
-            cache[key] = cache[key].index_select(0, new_order)
-        self.set_incremental_state(incremental_state, "kv", cache)
+        state["cache"].reorder(new_order)
+        state["cross"] = [t.index_select(0, new_order) for t in state["cross"]]
+        self.set_incremental_state(incremental_state, "state", state)
 
     def max_positions(self):
         return self.max_target_positions
@@ -229,7 +212,7 @@ class Bert2BertModel(WarmStartedSeq2SeqMixin, FairseqEncoderDecoderModel):
     def __init__(self, cfg, encoder, decoder, shared_stack: Optional[BertStack] = None):
         super().__init__(encoder, decoder)
         self.cfg = cfg
-        self.ft_method = "causal"  # the task's --ft-method, set by build_model; checked in forward
+        self.method = CAUSAL  # the task's --ft-method, set by build_model; checked in forward
         if shared_stack is not None:
             self.stack = shared_stack  # BERTShare: the only registration of the shared weights
 
@@ -237,7 +220,7 @@ class Bert2BertModel(WarmStartedSeq2SeqMixin, FairseqEncoderDecoderModel):
     def build_model(cls, cfg, task):
         # The task's --ft-method is checked on the first batch that carries tgt_input (forward),
         # not here: fairseq-generate rebuilds the model with the task's default method.
-        method = getattr(getattr(task, "cfg", None), "ft_method", "causal")
+        method = resolve_method(cfg, task)
         dictionary = task.source_dictionary
         tgt_dict = task.target_dictionary
         if tgt_dict is not None and list(tgt_dict.symbols) != list(dictionary.symbols):
@@ -256,11 +239,11 @@ class Bert2BertModel(WarmStartedSeq2SeqMixin, FairseqEncoderDecoderModel):
             enc_stack = copy.deepcopy(stack)
             enc_stack.lm_head = None  # the output layer is the decoder's
             if not cfg.separate_word_embeddings:
-                _reference(enc_stack.embeddings, "word", stack.embeddings.word)
+                share(enc_stack.embeddings, "word", stack.embeddings.word)
             encoder = Bert2BertEncoder(dictionary, enc_stack)
             decoder = Bert2BertDecoder(dictionary, stack, cross, cfg.max_target_positions)
             model = cls(cfg, encoder, decoder)
-        model.ft_method = method
+        model.method = method
         n = sum(p.numel() for p in model.parameters())
         n_cross = sum(p.numel() for p in cross.parameters())
         logger.info(f"bert2bert ({'shared encoder-decoder' if cfg.share_encoder_decoder else 'separate encoder and decoder'}"
@@ -275,8 +258,8 @@ class Bert2BertModel(WarmStartedSeq2SeqMixin, FairseqEncoderDecoderModel):
         ``tgt_input`` (task, ``--ft-method causal``) or ``prev_output_tokens`` (fairseq's
         translation convention, eos first) is the decoder input; its first slot becomes [SOS].
         """
-        if tgt_input is not None and self.ft_method != "causal":
-            raise ValueError(_method_error(self.ft_method))
+        if tgt_input is not None and not self.method.shifted_target:
+            raise ValueError(_method_error(self.method))
         dec_in = tgt_input if tgt_input is not None else prev_output_tokens
         if dec_in is None:
             raise ValueError("bert2bert.forward needs tgt_input (or prev_output_tokens)")

@@ -3,18 +3,20 @@
 * :class:`WarmStartConfig`: the checkpoint to start from and the stack sizes. The sizes are only
   used for a random init; with a checkpoint they are read from it and written back into the
   config, so the saved fairseq checkpoint rebuilds the same stack without the pretrained files.
-* :func:`build_stack_from_config`: build (and warm-start) the stack (DESIGN §4).
+* :func:`build_stack_from_config`: build (and warm-start) the stack (README, "Supported checkpoints").
 * :class:`WarmStartedSeq2SeqMixin`: the tied output layer and the position limits.
 """
 import logging
 from dataclasses import dataclass, field
 
+import torch
 from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
 from ..checkpoints.importer import CheckpointError, load_into_stack, load_pretrained
 from ..checkpoints.vocab import check_dictionary_matches
 from ..modules.bert_stack import BertStack, StackConfig
+from ..packing import PSEUDO_MASKED, Method, get_method
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,21 @@ class WarmStartConfig(FairseqDataclass):
     attention_dropout: float = field(default=-1.0, metadata={"help": "override attention dropout (-1 = keep)"})
     max_source_positions: int = II("task.max_source_positions")
     max_target_positions: int = II("task.max_target_positions")
+    # The fine-tuning method the model is trained with (the task's --ft-method), recorded in the
+    # saved checkpoint so that decoding feeds the decoder as training did (resolve_method).
+    ft_method: str = II("task.ft_method")
+
+
+def resolve_method(cfg, task) -> Method:
+    """The model's fine-tuning method: ``cfg.ft_method`` (the task's at training time, as saved in a
+    checkpoint), or the task's when the config leaves it open (a config built in code)."""
+    try:
+        value = getattr(cfg, "ft_method", None)
+    except Exception:  # an interpolation that cannot be resolved outside a full fairseq config
+        value = None
+    if not isinstance(value, str) or value.startswith("${") or value == "auto":
+        value = getattr(getattr(task, "cfg", None), "ft_method", PSEUDO_MASKED.name)
+    return get_method(value)
 
 
 def _stack_config(cfg, vocab_size: int, pad: int) -> StackConfig:
@@ -97,6 +114,17 @@ def build_stack_from_config(cfg, dictionary, required_positions: int, where: str
     cfg.max_positions = sc.max_positions
     cfg.vocab_size = sc.vocab_size
     return BertStack(sc)
+
+
+def features_or_logits(stack: BertStack, features, features_only: bool):
+    """What a decoder's ``forward`` returns: the features, or the stack's tied output layer over
+    them (:meth:`~s2sft_fairseq.modules.bert_stack.LMHead.decode_logits` when no gradient is
+    needed, i.e. while generating)."""
+    if features_only:
+        return features
+    if torch.is_grad_enabled():
+        return stack.lm_head(features)
+    return stack.lm_head.decode_logits(features)
 
 
 class WarmStartedSeq2SeqMixin:

@@ -1,22 +1,33 @@
 """One post-LayerNorm BERT-style Transformer stack that serves as both encoder and decoder.
 
-DESIGN §2 / s2s-ft §2: the stack is an ordinary bidirectional Transformer; *which* position may
-see *which* is decided only by the per-example attention mask handed to :meth:`BertStack.forward`.
-Position ids and token-type ids are explicit inputs, so the caller (the packing code in
-:mod:`s2sft_fairseq.masks` and the incremental decoder) decides them; padding never shifts them.
+s2s-ft §2: the stack is an ordinary bidirectional Transformer; *which* position may see *which*
+is decided only by the per-example attention mask handed to :meth:`BertStack.forward`. Position
+ids and token-type ids are explicit inputs, so the caller (the packing code in
+:mod:`s2sft_fairseq.packing` and the incremental decoder) decides them; padding never shifts them.
 
-Keys/values of earlier positions may be passed in (``past_key_values``) and the keys/values of
-the new positions returned, which is all the incremental decoder needs (DESIGN §3).
+Two ways to run it:
+
+* :meth:`BertStack.forward`: a whole (packed) sequence at once, as in training; returns the last
+  hidden states and every layer's keys/values (the encoder keeps those for decoding).
+* :meth:`BertStack.decode_step`: the few new slots of one incremental decoding step against a
+  :class:`~s2sft_fairseq.modules.kv_cache.KVCache` and the source keys/values
+  (:meth:`Layer.decode_step`); the output layer's decode-time form is :meth:`LMHead.decode_logits`.
+
+Both take an optional ``cross`` hook, called after each layer's attention half: bert2bert's
+decoder inserts its cross-attention there.
 """
-import math
 from dataclasses import dataclass
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-KeyValue = Tuple[torch.Tensor, torch.Tensor]  # each (batch, heads, length, head_dim)
+from .attention import AttentionBlock, BlockMask, KeyValue, SourceMemory, rows_of
+from .kv_cache import KVCache
+from .sharing import share
+
+CrossHook = Callable[[int, torch.Tensor], torch.Tensor]  # (layer index, hidden) -> hidden
 
 
 @dataclass
@@ -76,122 +87,6 @@ class Embeddings(nn.Module):
         return x
 
 
-class BlockMask(NamedTuple):
-    """A mask whose rows come in consecutive blocks, each attending only to keys before its end.
-
-    ``blocks[i] = (start, end, mask[..., start:end, :end])``. The packed seq2seq layouts are
-    block lower-triangular (:func:`s2sft_fairseq.masks.pack`, ``block_ends``): source rows never
-    look at target keys, target rows never at ``[P]`` keys. Attending block by block computes
-    the same thing with fewer scores (for pseudo-masked with S = 128, T = 32: 27,648 instead
-    of 36,864 per head).
-    """
-    blocks: List[Tuple[int, int, torch.Tensor]]
-    row_offset: int = 0  # the queries handed to attention start at this row
-
-    def rows_from(self, start: int) -> "BlockMask":
-        """The mask for queries ``start..`` only (``start`` must be a block boundary)."""
-        kept = [b for b in self.blocks if b[0] >= start]
-        if not kept or kept[0][0] != start:
-            raise ValueError(f"row {start} is not a block boundary of {[(b[0], b[1]) for b in self.blocks]}")
-        return BlockMask(kept, start)
-
-    @classmethod
-    def split(cls, mask: torch.Tensor, block_ends: Sequence[int]) -> "BlockMask":
-        blocks, start = [], 0
-        for end in block_ends:
-            if end > start:
-                blocks.append((start, end, mask[..., start:end, :end]))
-            start = end
-        if start != mask.size(-2):
-            raise ValueError(f"block ends {tuple(block_ends)} do not cover the {mask.size(-2)} mask rows")
-        return cls(blocks)
-
-
-def keep_mask(shape, p: float, device=None) -> torch.Tensor:
-    """Dropout keep mask (True = keep) with P(drop) = round(p * 65536) / 65536.
-
-    Two 16-bit uniforms per 32-bit draw: about half the random-number work of ``bernoulli_``
-    and no float comparison tensor."""
-    n = math.prod(shape)
-    bits = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_(-2 ** 31, 2 ** 31 - 1)
-    return bits.view(torch.int16)[:n].view(shape) >= -32768 + round(p * 65536)
-
-
-def attention(q, k, v, mask, dropout_p: float = 0.0) -> torch.Tensor:
-    """``dropout(softmax(q k^T / sqrt(d) + mask)) v``; ``mask`` bool (True = may attend) or additive.
-
-    Without dropout, or on an accelerator, this is SDPA. With dropout on CPU SDPA has no fused
-    kernel and its math fallback pays for a float ``bernoulli_``, a separate scaling pass and
-    ``_safe_softmax``'s extra passes; written out, the keep mask is :func:`keep_mask`, the
-    ``1 / (1 - p)`` scale is applied to the ``(n, d)`` output instead of the ``(n, m)``
-    probabilities, and an additive mask is added in place (``BertStack.forward`` builds it once).
-    Same distribution of results as ``F.dropout`` on the probabilities.
-    """
-    if dropout_p == 0.0 or q.device.type != "cpu":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-    scores = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-1, -2))
-    if mask is not None:
-        if mask.dtype == torch.bool:
-            scores.masked_fill_(~mask, float("-inf"))
-        else:
-            scores.add_(mask)
-    probs = torch.softmax(scores, dim=-1)
-    probs = torch.where(keep_mask(probs.shape, dropout_p, probs.device), probs, probs.new_zeros(()))
-    return torch.matmul(probs, v) * (1.0 / (1.0 - dropout_p))
-
-
-class AttentionBlock(nn.Module):
-    """Multi-head attention with BERT's post-LN residual: LayerNorm(x + dropout(out(attn))).
-
-    The attention half of :class:`Layer`; bert2bert's cross-attention is one of these too (same
-    parameter names: ``query key value attn_out attn_layer_norm``)."""
-
-    def __init__(self, cfg: StackConfig):
-        super().__init__()
-        h = cfg.hidden_size
-        if h % cfg.num_heads:
-            raise ValueError(f"hidden size {h} is not a multiple of {cfg.num_heads} heads")
-        self.num_heads = cfg.num_heads
-        self.head_dim = h // cfg.num_heads
-        self.query = nn.Linear(h, h)
-        self.key = nn.Linear(h, h)
-        self.value = nn.Linear(h, h)
-        self.attn_out = nn.Linear(h, h)
-        self.attn_layer_norm = nn.LayerNorm(h, eps=cfg.layer_norm_eps)
-        self.dropout = nn.Dropout(cfg.dropout)
-        self.attention_dropout = cfg.attention_dropout
-
-    def split_heads(self, x):
-        b, n, _ = x.shape
-        return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
-
-    def project_kv(self, x) -> KeyValue:
-        """Keys and values of hidden states ``x`` (what the decoder caches)."""
-        return self.split_heads(self.key(x)), self.split_heads(self.value(x))
-
-    def attend(self, x, k, v, attn_mask) -> torch.Tensor:
-        """LayerNorm(x + dropout(out(attention(query(x), k, v)))).
-
-        ``k``/``v``: (B, heads, K, head_dim), from ``x`` itself (self-attention) or from another
-        sequence (cross-attention). ``attn_mask``: a tensor broadcastable to (B, heads, n, K)
-        or a :class:`BlockMask`.
-        """
-        q = self.split_heads(self.query(x))
-        p = self.attention_dropout if self.training else 0.0
-        if isinstance(attn_mask, BlockMask):
-            o = attn_mask.row_offset
-            ctx = torch.cat([attention(q[:, :, s - o:e - o], k[:, :, :e], v[:, :, :e], m, p)
-                             for s, e, m in attn_mask.blocks], dim=2)
-        else:
-            ctx = attention(q, k, v, attn_mask, p)
-        b, _, n, _ = ctx.shape
-        ctx = ctx.transpose(1, 2).reshape(b, n, -1)
-        return self.attn_layer_norm(x + self.dropout(self.attn_out(ctx)))
-
-    def forward(self, x, k, v, attn_mask):
-        return self.attend(x, k, v, attn_mask)
-
-
 class Layer(AttentionBlock):
     """Self-attention + feed-forward, each followed by residual and LayerNorm (post-LN, BERT)."""
 
@@ -206,21 +101,36 @@ class Layer(AttentionBlock):
         """Feed-forward half: LayerNorm(x + dropout(ffn(x)))."""
         return self.ffn_layer_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
 
-    def forward(self, x, attn_mask, past: Optional[KeyValue] = None,
-                rows_from: int = 0) -> Tuple[torch.Tensor, KeyValue]:
-        """The layer over ``x``; with ``rows_from`` only rows ``rows_from..`` are computed (every
-        row still contributes its keys/values), and ``attn_mask`` covers those rows only."""
+    def forward(self, x, attn_mask, rows_from: int = 0,
+                cross: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Tuple[torch.Tensor, KeyValue]:
+        """The layer over ``x``; returns the new hidden states and the keys/values of every row.
+
+        With ``rows_from`` only rows ``rows_from..`` are computed (every row still contributes
+        its keys/values) and ``attn_mask`` covers those rows only; ``rows_from == len(x)``
+        computes the keys/values alone. ``cross`` runs between the two halves.
+        """
         k, v = self.project_kv(x)
-        new_kv = (k, v)
-        if past is not None:
-            k = torch.cat([past[0], k], dim=2)
-            v = torch.cat([past[1], v], dim=2)
+        if rows_from == x.size(1):
+            return x[:, :0], (k, v)
         xq = x[:, rows_from:] if rows_from else x
-        return self.feed_forward(self.attend(xq, k, v, attn_mask)), new_kv
+        h = self.attend(xq, k, v, attn_mask)
+        if cross is not None:
+            h = cross(h)
+        return self.feed_forward(h), (k, v)
+
+    def decode_step(self, x, weights, tgt_k, tgt_v, cached: int, source: Optional[SourceMemory], index: int,
+                    new_bias, last_only: bool, cross=None) -> torch.Tensor:
+        """:meth:`forward` for the new slots of a decoding step (see :meth:`AttentionBlock.decode_attend`)."""
+        h = self.decode_attend(x, weights, tgt_k, tgt_v, cached, source, index, new_bias, last_only)
+        if cross is not None:
+            h = cross(h)
+        return self.feed_forward(h)
 
 
 class LMHead(nn.Module):
     """BERT's MLM head: dense + activation + LayerNorm, then the word embeddings (tied) + bias."""
+
+    LOGITS_CHUNK = 8192  # vocabulary rows per matmul in decode_logits
 
     def __init__(self, cfg: StackConfig, word_embeddings: nn.Embedding):
         super().__init__()
@@ -228,11 +138,45 @@ class LMHead(nn.Module):
         self.act = activation(cfg.head_act or cfg.hidden_act)
         self.layer_norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.layer_norm_eps)
         self.bias = nn.Parameter(torch.zeros(cfg.vocab_size))
-        self.word_embeddings = [word_embeddings]  # a list: tied, not registered twice
+        share(self, "word_embeddings", word_embeddings)  # tied, registered in Embeddings
+
+    def transform(self, x):
+        return self.layer_norm(self.act(self.dense(x)))
 
     def forward(self, x):
-        x = self.layer_norm(self.act(self.dense(x)))
-        return F.linear(x, self.word_embeddings[0].weight, self.bias)
+        return F.linear(self.transform(x), self.word_embeddings.weight, self.bias)
+
+    @torch.no_grad()
+    def decode_logits(self, features):
+        """:meth:`forward` for the few rows of a decoding step, computed as ``W[chunk] @ x^T``.
+
+        Same result (to ~1e-6): BLAS handles the tall-skinny ``W @ x^T`` better than the
+        short-wide ``x @ W^T`` for a handful of rows, and the vocabulary projection is the largest
+        matmul of a step (BENCHMARKS.md, decoding)."""
+        weight = self.word_embeddings.weight
+        x = self.transform(features)
+        lead = x.shape[:-1]
+        x = x.reshape(-1, x.size(-1))
+        vocab = weight.size(0)
+        out = x.new_empty(x.size(0), vocab)
+        for start in range(0, vocab, self.LOGITS_CHUNK):
+            end = min(vocab, start + self.LOGITS_CHUNK)
+            torch.add(torch.mm(weight[start:end], x.t()).t(), self.bias[start:end], out=out[:, start:end])
+        return out.view(*lead, vocab)
+
+
+_CAUSAL_BIAS = {}
+
+
+def causal_bias(n: int, like: torch.Tensor) -> torch.Tensor:
+    """``(n, n)`` additive mask: 0 on and below the diagonal, -inf above (a constant, built once)."""
+    key = (n, like.dtype, like.device)
+    bias = _CAUSAL_BIAS.get(key)
+    if bias is None:
+        bias = torch.zeros(n, n, dtype=like.dtype, device=like.device)
+        bias.masked_fill_(torch.ones(n, n, dtype=torch.bool, device=like.device).triu(1), float("-inf"))
+        _CAUSAL_BIAS[key] = bias
+    return bias
 
 
 class BertStack(nn.Module):
@@ -255,35 +199,40 @@ class BertStack(nn.Module):
             module.weight.data.fill_(1.0)
             module.bias.data.zero_()
 
+    @property
+    def uses_token_types(self) -> bool:
+        """Source and target get their own token type where the checkpoint has >= 2 (s2s-ft §2)."""
+        return self.cfg.type_vocab_size >= 2
+
     def forward(
         self,
         tokens: torch.Tensor,
         positions: torch.Tensor,
         token_types: Optional[torch.Tensor],
         attn_mask: torch.Tensor,
-        past_key_values: Optional[List[KeyValue]] = None,
         block_ends: Optional[Sequence[int]] = None,
         output_from: int = 0,
+        cross: Optional[CrossHook] = None,
     ) -> Tuple[torch.Tensor, List[KeyValue]]:
-        """Run the stack.
+        """Run the stack over whole sequences.
 
         Args:
-            tokens, positions, token_types: ``(batch, new_len)`` ids.
-            attn_mask: ``(batch, new_len, past_len + new_len)`` bool, True where a query may
-                attend to a key (keys ordered as cached positions, then the new ones). Every
+            tokens, positions, token_types: ``(batch, len)`` ids.
+            attn_mask: ``(batch, len, len)`` bool, True where a query may attend to a key. Every
                 row must allow at least one key.
-            past_key_values: per layer ``(k, v)`` of earlier positions, or None.
-            block_ends: optional, without ``past_key_values``: the mask is block
-                lower-triangular with these row/column block ends (rows before ``block_ends[i]``
-                and from the previous end never see keys from ``block_ends[i]`` on), so each
-                block attends over its own prefix of keys only (:class:`BlockMask`; same result).
+            block_ends: optional: the mask is block lower-triangular with these row/column block
+                ends (rows before ``block_ends[i]`` and from the previous end never see keys from
+                ``block_ends[i]`` on), so each block attends over its own prefix of keys only
+                (:class:`~s2sft_fairseq.modules.attention.BlockMask`; same result).
             output_from: only the last hidden states of positions ``output_from..`` are wanted
                 (with ``block_ends``, a block boundary). The last layer then computes only those
                 rows: in the packed training layouts the source (and, pseudo-masked, the real
                 target) rows of the last layer feed nothing, only their keys/values are read.
+                ``output_from == len`` computes the last layer's keys/values only (the encoder).
+            cross: called as ``cross(i, h)`` between layer ``i``'s attention and feed-forward halves.
 
-        Returns: last hidden states ``(batch, new_len - output_from, hidden)`` and, per layer,
-        the new positions' ``(k, v)``.
+        Returns: last hidden states ``(batch, len - output_from, hidden)`` and, per layer, the
+        keys/values of every position.
         """
         x = self.embeddings(tokens, positions, token_types)
         mask = attn_mask.unsqueeze(1)  # broadcast over heads
@@ -291,37 +240,43 @@ class BertStack(nn.Module):
             # the written-out dropout attention (see attention()) adds the mask: build it once
             mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
         if block_ends is not None:
-            if past_key_values is not None:
-                raise ValueError("block_ends describes a full packed sequence; it cannot be used with past_key_values")
             mask = BlockMask.split(mask, block_ends)
         last = len(self.layers) - 1
-        new_kvs = []
+        key_values = []
         for i, layer in enumerate(self.layers):
-            past = None if past_key_values is None else past_key_values[i]
+            hook = None if cross is None else (lambda h, i=i: cross(i, h))
             if i == last and output_from:
-                rows = mask.rows_from(output_from) if isinstance(mask, BlockMask) else mask[..., output_from:, :]
-                x, kv = layer(x, rows, past, rows_from=output_from)
+                x, kv = layer(x, rows_of(mask, output_from) if output_from < x.size(1) else None,
+                              rows_from=output_from, cross=hook)
             else:
-                x, kv = layer(x, mask, past)
-            new_kvs.append(kv)
+                x, kv = layer(x, mask, cross=hook)
+            key_values.append(kv)
         if output_from and not self.layers:
             x = x[:, output_from:]
-        return x, new_kvs
+        return x, key_values
 
-    def extend_positions(self, new_size: int) -> int:
-        """Grow the position table to ``new_size`` rows by repeating the learned rows (s2s-ft).
+    def new_decode_cache(self, rows: int, capacity: int, like: torch.Tensor) -> KVCache:
+        """An empty :class:`KVCache` for ``rows`` decoding rows and ``capacity`` target tokens."""
+        return KVCache(self.layers, rows, capacity, like)
 
-        Returns the old size. Rows ``old..new-1`` copy rows ``0..`` cyclically, as s2s-ft does
-        when the packed source+target is longer than the pretrained table.
+    @torch.no_grad()
+    def decode_step(self, tokens, positions, token_types, cache: KVCache, source: Optional[SourceMemory],
+                    cross: Optional[CrossHook] = None) -> torch.Tensor:
+        """Run the stack over the ``n`` new slots of a decoding step (inference only).
+
+        Each new slot sees ``source`` (all of it but its padding), every cached target key and
+        the new slots up to itself; the new slots' keys/values are written into ``cache`` at
+        ``cache.len..`` (the caller advances ``cache.len`` by the slots it wants to keep). Only
+        the last slot's final hidden state ``(rows, 1, hidden)`` is computed and returned.
         """
-        old = self.embeddings.position.num_embeddings
-        if new_size <= old:
-            return old
-        weight = self.embeddings.position.weight.data
-        reps = math.ceil(new_size / old)
-        new_weight = weight.repeat(reps, 1)[:new_size].clone()
-        emb = nn.Embedding(new_size, weight.size(1)).to(weight.device, weight.dtype)
-        emb.weight.data.copy_(new_weight)
-        self.embeddings.position = emb
-        self.cfg.max_positions = new_size
-        return old
+        x = self.embeddings(tokens, positions, token_types)
+        n = x.size(1)
+        cache.ensure_capacity(cache.len + n)
+        new_bias = causal_bias(n, x) if n > 1 else None
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            hook = None if cross is None else (lambda h, i=i: cross(i, h))
+            k, v = cache.layer(i)
+            x = layer.decode_step(x, cache.weights[i], k, v, cache.len, source, i, new_bias,
+                                  last_only=(i == last), cross=hook)
+        return x

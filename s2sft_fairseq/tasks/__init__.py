@@ -1,1 +1,1 @@
-from . import pseudo_masked_lm  # noqa: F401
+from . import s2s_fine_tuning  # noqa: F401

@@ -1,21 +1,18 @@
-"""Paired examples for s2s-ft fine-tuning: truncation, target corruption and collation.
+"""Paired examples for s2s-ft fine-tuning: truncation, the method's target input and labels, batching.
 
 Each item is ``[CLS] s [SEP]`` (source) and ``t_1 .. t_n`` ending in ``[SEP]`` (target), plus the
-target block's input for the method (s2s-ft §2.1-2.3, DESIGN §2):
-
-* causal:        input ``[SOS] t_1 .. t_{n-1}``, every slot labelled with the next token.
-* masked:        input ``t`` with ``k = max(1, round(p * n))`` slots corrupted (80 % ``[MASK]``,
-                 10 % a random token, 10 % kept), labels only on those slots.
-* pseudo_masked: input ``t`` corrupted the same way (so the model learns to rely on the source),
-                 every ``[P]_j`` labelled with ``t_j``.
+target block's input and labels of the fine-tuning method
+(:meth:`s2sft_fairseq.packing.Method.target_input_and_labels`; the corruption of masked and
+pseudo-masked fine-tuning is :class:`~s2sft_fairseq.data.corruption.TargetCorruption`). The model
+packs a batch of these into one sequence (:func:`s2sft_fairseq.packing.pack`).
 
 Corruption is drawn from a generator seeded by ``(seed, epoch, index)``: the same example is
 corrupted the same way whichever process or batch it lands in (data-parallel safe).
 
-No example is silently lost in batching (:meth:`Seq2SeqPackDataset.batch_by_size`): outside
+No example is silently lost in batching (:meth:`PairedExamplesDataset.batch_by_size`): outside
 training one that needs more than ``--max-tokens`` gets a batch of its own (training: a one-line
 error), and the last batch fairseq drops for ``--required-batch-size-multiple`` is kept.
-:meth:`Seq2SeqPackDataset.select_shard` keeps one of ``--num-shards`` contiguous blocks of ids
+:meth:`PairedExamplesDataset.select_shard` keeps one of ``--num-shards`` contiguous blocks of ids
 (ids stay the corpus's, so the shards' outputs join).
 """
 import logging
@@ -25,11 +22,13 @@ import torch
 from fairseq.data import FairseqDataset, data_utils
 
 from ..errors import S2SFTError
+from ..packing import get_method
+from .corruption import TargetCorruption
 
 logger = logging.getLogger(__name__)
 
 
-class Seq2SeqPackDataset(FairseqDataset):
+class PairedExamplesDataset(FairseqDataset):
     def __init__(self, src, tgt, dictionary, method, max_source_positions, max_target_positions,
                  target_mask_prob=0.5, seed=1, left_pad_source=False, shuffle=True, name="data"):
         if tgt is not None and len(src) != len(tgt):
@@ -39,18 +38,15 @@ class Seq2SeqPackDataset(FairseqDataset):
                              f"{max_target_positions}: the source needs >= 3 positions ([CLS] x [SEP]) and the "
                              "target >= 2")
         self.src, self.tgt, self.dict = src, tgt, dictionary
-        self.method = method
+        self.method = get_method(method)
         self.max_src, self.max_tgt = max_source_positions, max_target_positions
-        self.p = target_mask_prob
+        self.corruption = TargetCorruption(dictionary, target_mask_prob)
         self.seed, self.epoch = seed, 1
         self.left_pad_source = left_pad_source
         self.shuffle = shuffle
         self.name = name
         self.shard = None  # ids kept by select_shard (None: all)
         self.bos, self.eos, self.pad = dictionary.bos(), dictionary.eos(), dictionary.pad()
-        self.mask_idx = dictionary.mask() if hasattr(dictionary, "mask") else dictionary.index("[MASK]")
-        specials = {self.bos, self.eos, self.pad, self.unk_or(dictionary), self.mask_idx}
-        self.random_pool = np.array([i for i in range(len(dictionary)) if i not in specials], dtype=np.int64)
         # raw sizes include the eos fairseq-preprocess appends
         src_raw = np.asarray(src.sizes, dtype=np.int64)
         self.src_sizes = np.minimum(src_raw + 1, self.max_src)  # + [CLS]
@@ -65,10 +61,6 @@ class Seq2SeqPackDataset(FairseqDataset):
         if n_src_trunc or n_tgt_trunc:
             logger.info(f"{name}: truncated {n_src_trunc} of {len(src)} sources to {self.max_src} tokens and "
                         f"{n_tgt_trunc} targets to {self.max_tgt} tokens (nothing dropped)")
-
-    @staticmethod
-    def unk_or(d):
-        return d.unk()
 
     def set_epoch(self, epoch):
         self.epoch = epoch
@@ -92,39 +84,18 @@ class Seq2SeqPackDataset(FairseqDataset):
         body = body[: self.max_tgt - 1]
         return torch.cat([body, body.new_tensor([self.eos])])
 
-    def corrupt(self, target, rng):
-        """Return (input, label mask) with k = max(1, round(p n)) slots corrupted 80/10/10."""
-        n = len(target)
-        k = min(n, max(1, int(round(self.p * n))))
-        chosen = rng.choice(n, size=k, replace=False)
-        inp = target.clone()
-        roll = rng.random(k)
-        for pos, r in zip(chosen, roll):
-            if r < 0.8:
-                inp[pos] = self.mask_idx
-            elif r < 0.9:
-                inp[pos] = int(self.random_pool[rng.integers(len(self.random_pool))])
-        corrupted = torch.zeros(n, dtype=torch.bool)
-        corrupted[torch.as_tensor(chosen)] = True
-        return inp, corrupted
-
     def __getitem__(self, index):
         item = {"id": index, "source": self.source_item(index)}
         if self.tgt is None:
             return item
         target = self.target_item(index)
         item["target"] = target
-        if self.method == "causal":
-            item["tgt_input"] = torch.cat([target.new_tensor([self.bos]), target[:-1]])
-            item["loss_target"] = target
-        else:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
-            inp, corrupted = self.corrupt(target, rng)
-            item["tgt_input"] = inp
-            if self.method == "masked":
-                item["loss_target"] = torch.where(corrupted, target, torch.full_like(target, self.pad))
-            else:
-                item["loss_target"] = target
+
+        def corrupt(t):
+            return self.corruption(t, np.random.default_rng([self.seed, self.epoch, index]))
+
+        item["tgt_input"], item["loss_target"] = self.method.target_input_and_labels(
+            target, self.bos, self.pad, corrupt)
         return item
 
     def __len__(self):
@@ -152,12 +123,10 @@ class Seq2SeqPackDataset(FairseqDataset):
         return batch
 
     def num_tokens(self, index):
-        t = self.tgt_sizes[index]
-        return int(self.src_sizes[index] + (2 * t if self.method == "pseudo_masked" else t))
+        return int(self.method.num_slots(self.src_sizes[index], self.tgt_sizes[index]))
 
     def num_tokens_vec(self, indices):
-        t = self.tgt_sizes[indices]
-        return self.src_sizes[indices] + (2 * t if self.method == "pseudo_masked" else t)
+        return self.method.num_slots(self.src_sizes[indices], self.tgt_sizes[indices])
 
     def size(self, index):
         return (int(self.src_sizes[index]), int(self.tgt_sizes[index]))
@@ -217,7 +186,7 @@ class Seq2SeqPackDataset(FairseqDataset):
                     raise S2SFTError(
                         f"{self.name}: --max-tokens {max_tokens} is smaller than {int(over.sum())} training "
                         f"example(s); the longest, example {worst}, needs {int(num_tokens.max())} tokens (source "
-                        f"{src}, target {tgt}{' twice ([P] slots)' if self.method == 'pseudo_masked' else ''}); "
+                        f"{src}, target {tgt}{' twice ([P] slots)' if self.method.pseudo_block else ''}); "
                         "raise --max-tokens or lower --max-source-positions / --max-target-positions")
                 logger.warning(f"{self.name}: {int(over.sum())} example(s) need more than --max-tokens "
                                f"{max_tokens} tokens (up to {int(num_tokens.max())}); each gets a batch of its own "

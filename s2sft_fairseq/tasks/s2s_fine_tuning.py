@@ -1,7 +1,9 @@
-"""Task ``pseudo_masked_lm``: s2s-ft fine-tuning data (causal / masked / pseudo-masked).
+"""The s2s-ft fine-tuning task, registered as ``pseudo_masked_lm`` (all three methods and bert2bert).
 
-Reads the paired data ``fairseq-preprocess`` wrote with the checkpoint's dictionary
-(``s2sft-prepare`` does that), builds :class:`Seq2SeqPackDataset` per split, and returns the
+``--ft-method causal | masked | pseudo_masked`` (s2s-ft §2.1-2.3) selects the method
+(:mod:`s2sft_fairseq.packing`); the registered name is the paper's main method and stays the CLI
+name. Reads the paired data ``fairseq-preprocess`` wrote with the checkpoint's dictionary
+(``s2sft-prepare`` does that), builds a :class:`PairedExamplesDataset` per split, and returns the
 s2s-ft sequence generator for decoding. Generation and validation never drop a sentence: the
 last batch is kept whatever ``--required-batch-size-multiple`` says.
 """
@@ -20,19 +22,19 @@ from fairseq.tasks import FairseqTask, register_task
 from omegaconf import II, OmegaConf
 
 from ..checkpoints.vocab import load_task_dictionary
-from ..data import Seq2SeqPackDataset
+from ..data import PairedExamplesDataset
 from ..errors import MissingFileError, S2SFTError
-from ..masks import METHODS
+from ..packing import METHOD_NAMES
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
-class PseudoMaskedLMConfig(FairseqDataclass):
+class S2SFineTuningConfig(FairseqDataclass):
     data: Optional[str] = field(default=None, metadata={"help": "binarized data directory (s2sft-prepare)"})
     source_lang: str = field(default="src", metadata={"help": "source suffix", "argparse_alias": "-s"})
     target_lang: str = field(default="tgt", metadata={"help": "target suffix", "argparse_alias": "-t"})
-    ft_method: ChoiceEnum(METHODS) = field(default="pseudo_masked", metadata={
+    ft_method: ChoiceEnum(METHOD_NAMES) = field(default="pseudo_masked", metadata={
         "help": "s2s-ft fine-tuning method (paper §2.1-2.3)"})
     target_mask_prob: float = field(default=0.5, metadata={
         "help": "fraction of target tokens corrupted in masked / pseudo-masked fine-tuning (paper: 0.4-0.7)"})
@@ -51,9 +53,21 @@ class PseudoMaskedLMConfig(FairseqDataclass):
     train_subset: str = II("dataset.train_subset")
 
 
-@register_task("pseudo_masked_lm", dataclass=PseudoMaskedLMConfig)
-class PseudoMaskedLMTask(FairseqTask):
-    cfg: PseudoMaskedLMConfig
+def upgrade_legacy_model_config(cfg) -> None:
+    """A model config saved by s2sft-fairseq 0.1 names the method ``decoding_method``; today's is
+    ``ft_method`` (one name for the task's and the model's method)."""
+    from omegaconf import open_dict
+    if not OmegaConf.is_config(cfg) or "decoding_method" not in cfg:
+        return
+    with open_dict(cfg):
+        legacy = cfg.pop("decoding_method")
+        if legacy in METHOD_NAMES and "ft_method" not in cfg:
+            cfg.ft_method = legacy
+
+
+@register_task("pseudo_masked_lm", dataclass=S2SFineTuningConfig)
+class S2SFineTuningTask(FairseqTask):
+    cfg: S2SFineTuningConfig
 
     def __init__(self, cfg, dictionary):
         super().__init__(cfg)
@@ -98,7 +112,7 @@ class PseudoMaskedLMTask(FairseqTask):
                              f"the source and target of split {split!r} do not pair up; binarize both sides "
                              "together (s2sft-prepare)")
         is_train = split.startswith(self.cfg.train_subset.split(",")[0])
-        self.datasets[split] = Seq2SeqPackDataset(
+        self.datasets[split] = PairedExamplesDataset(
             src, tgt, self.dictionary, self.cfg.ft_method, self.cfg.max_source_positions,
             self.cfg.max_target_positions, self.cfg.target_mask_prob, self.cfg.seed,
             self.cfg.left_pad_source, shuffle=is_train, name=f"{data_path}:{split}")
@@ -119,8 +133,12 @@ class PseudoMaskedLMTask(FairseqTask):
         fairseq's ``models.build_model`` hands the model a merged *copy* of the config, while
         the trainer saves the original: without this, a saved checkpoint would not record the
         imported sizes and generation would have to re-read the pretrained files.
+
+        Checkpoints saved before the method was recorded as ``ft_method`` name it
+        ``decoding_method``: that value is carried over (:func:`upgrade_legacy_model_config`).
         """
         from omegaconf import open_dict
+        upgrade_legacy_model_config(cfg)
         model = super().build_model(cfg, from_checkpoint)
         learned = getattr(model, "cfg", None)
         if learned is not None and learned is not cfg:
@@ -134,7 +152,7 @@ class PseudoMaskedLMTask(FairseqTask):
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
         """Token lists from fairseq-interactive (each ending in the end symbol ``encode_line``
-        appends) as a source-only :class:`Seq2SeqPackDataset`. Inputs longer than
+        appends) as a source-only :class:`PairedExamplesDataset`. Inputs longer than
         ``--max-source-positions`` are truncated with a warning, never dropped."""
         if constraints is not None:
             raise ValueError("pseudo_masked_lm does not support --constraints")
@@ -144,7 +162,7 @@ class PseudoMaskedLMTask(FairseqTask):
         if too_long:
             logger.warning(f"{too_long} of {len(src_tokens)} input(s) are longer than --max-source-positions "
                            f"{limit} (incl. [CLS]/[SEP]) and are truncated to it")
-        dataset = Seq2SeqPackDataset(
+        dataset = PairedExamplesDataset(
             TokensDataset(src_tokens), None, self.dictionary, self.cfg.ft_method,
             self.cfg.max_source_positions, self.cfg.max_target_positions, seed=self.cfg.seed,
             left_pad_source=self.cfg.left_pad_source, shuffle=False, name="input")
@@ -160,7 +178,7 @@ class PseudoMaskedLMTask(FairseqTask):
         valid-test``; a model trained with shorter limits than the ones given at generation
         time would otherwise fail or lose sentences.
         """
-        if not isinstance(dataset, Seq2SeqPackDataset) or not isinstance(max_positions, (tuple, list)):
+        if not isinstance(dataset, PairedExamplesDataset) or not isinstance(max_positions, (tuple, list)):
             return
         if len(max_positions) != 2 or any(not isinstance(m, int) for m in max_positions):
             return

@@ -1,0 +1,36 @@
+"""The benchmark scripts keep working: each runs end to end at toy sizes (``--smoke``).
+
+They measure nothing here (the figures come from full runs on an idle machine, BENCHMARKS.md);
+what is checked is that every configuration builds, runs and is reported, and that the decoding
+benchmark's own correctness check (cached == full recompute == hidden-state cache) passes.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def run_bench(script, *args):
+    env = dict(os.environ, OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", script), "--smoke", *args],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_decode_benchmark_smoke():
+    out = run_bench("decode.py")
+    assert "check full: same hypotheses as ours" in out and "check hidden: same hypotheses as ours" in out
+    for name in ("ours", "ours_causal", "hidden", "full", "hf"):
+        assert f"| 2 | 4 | {name} |" in out, out[-2000:]
+
+
+@pytest.mark.slow
+def test_train_benchmark_smoke():
+    out = run_bench("train.py")
+    for name in ("hf_bert2bert", "hf_bertshare", "causal", "masked", "pseudo_masked"):
+        assert f"| {name} |" in out, out[-2000:]
