@@ -195,12 +195,14 @@ def seq2seq_mask(src_valid: torch.Tensor, tgt_valid: torch.Tensor, method: Union
 
 
 def pack(src_tokens: torch.Tensor, tgt_input: torch.Tensor, method: Union[str, Method], pad: int,
-         mask_idx: int, use_token_types: bool) -> Packed:
+         mask_idx: int, use_token_types: bool, type_ids: Tuple[int, int] = (0, 1)) -> Packed:
     """Pack a batch for ``method``.
 
     ``src_tokens``: ``[CLS] s [SEP]`` per row, left- or right-padded. ``tgt_input``: the target
     block's input, right-padded (:meth:`Method.target_input_and_labels` in training,
-    :meth:`Method.prefix_to_target_block` in decoding).
+    :meth:`Method.prefix_to_target_block` in decoding). ``type_ids``: the segment ids of source
+    and target (the ``[P]`` slots take the target's), used with ``use_token_types``; padding
+    slots take the source's.
     """
     method = get_method(method)
     src_valid, src_pos = valid_positions(src_tokens, pad)
@@ -209,11 +211,13 @@ def pack(src_tokens: torch.Tensor, tgt_input: torch.Tensor, method: Union[str, M
     tgt_pos = (tgt_pos + src_len) * tgt_valid.long()
     tokens = [src_tokens, tgt_input]
     positions = [src_pos, tgt_pos]
-    types = [torch.zeros_like(src_tokens), tgt_valid.long()]
+    src_type, tgt_type = type_ids
+    tgt_types = torch.where(tgt_valid, tgt_type, src_type)
+    types = [torch.full_like(src_tokens, src_type), tgt_types]
     if method.pseudo_block:
         tokens.append(torch.where(tgt_valid, torch.full_like(tgt_input, mask_idx), tgt_input))
         positions.append(tgt_pos)
-        types.append(tgt_valid.long())
+        types.append(tgt_types)
     S, T = src_tokens.size(1), tgt_input.size(1)
     return Packed(
         tokens=torch.cat(tokens, dim=1),

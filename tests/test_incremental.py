@@ -32,7 +32,9 @@ def oracle_lprobs(model, rows_src, prev):
     """Next-token log-probabilities from the packed training computation."""
     dec = model.decoder
     tgt_in = dec.prefix_to_tgt_input(prev)
-    p = pack(rows_src, tgt_in, dec.method, dec.dictionary.pad(), dec.dictionary.mask(), dec.stack.uses_token_types)
+    c = dec.stack.cfg
+    p = pack(rows_src, tgt_in, dec.method, dec.dictionary.pad(), dec.dictionary.mask(), dec.stack.uses_token_types,
+             type_ids=(c.source_type_id, c.target_type_id))
     h, _ = model.stack(p.tokens, p.positions, p.token_types, p.attn_mask)
     last = h[:, p.predict_offset + tgt_in.size(1) - 1]
     return torch.log_softmax(model.stack.lm_head(last), dim=-1)
@@ -75,12 +77,13 @@ def run_decode(model, src, beam, steps, shrink_at=None, keep=None, seed=0):
     return worst, enc
 
 
+@pytest.mark.parametrize("rel_pos", [0, 16], ids=["abs_pos", "rel_pos_bias"])
 @pytest.mark.parametrize("left_pad", [False, True], ids=["right_pad", "left_pad"])
 @pytest.mark.parametrize("types", [2, 1], ids=["two_types", "one_type"])
 @pytest.mark.parametrize("method", METHOD_NAMES)
 @torch.no_grad()
-def test_incremental_equals_packed_forward_with_reorder_and_shrink(method, types, left_pad):
-    model, d = tiny_model(method, seed=3, type_vocab_size=types)
+def test_incremental_equals_packed_forward_with_reorder_and_shrink(method, types, left_pad, rel_pos):
+    model, d = tiny_model(method, seed=3, type_vocab_size=types, rel_pos_bins=rel_pos, max_rel_pos=2 * rel_pos)
     src = make_source(d, [9, 5, 7, 3], width=9, left_pad=left_pad)
     worst, enc = run_decode(model, src, beam=3, steps=7, shrink_at=3, keep=torch.tensor([0, 2, 3]))
     assert worst["incremental"] <= TOL, worst
@@ -90,11 +93,12 @@ def test_incremental_equals_packed_forward_with_reorder_and_shrink(method, types
     assert enc["src_index"][0].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
 
 
+@pytest.mark.parametrize("rel_pos", [0, 16], ids=["abs_pos", "rel_pos_bias"])
 @pytest.mark.parametrize("method", METHOD_NAMES)
 @torch.no_grad()
-def test_incremental_greedy_and_second_shrink(method):
+def test_incremental_greedy_and_second_shrink(method, rel_pos):
     """beam 1 (one row per sentence) and two successive shrinks down to one sentence."""
-    model, d = tiny_model(method, seed=5)
+    model, d = tiny_model(method, seed=5, rel_pos_bins=rel_pos, max_rel_pos=2 * rel_pos)
     src = make_source(d, [6, 8, 4], width=8, left_pad=False, seed=1)
     g = torch.Generator().manual_seed(2)
     enc = model.encoder(src)
@@ -110,12 +114,13 @@ def test_incremental_greedy_and_second_shrink(method):
     assert enc["src_keys"][0].size(0) == 1
 
 
+@pytest.mark.parametrize("rel_pos", [0, 16], ids=["abs_pos", "rel_pos_bias"])
 @pytest.mark.parametrize("method", METHOD_NAMES)
 @torch.no_grad()
-def test_incremental_irregular_row_order_and_late_start(method):
+def test_incremental_irregular_row_order_and_late_start(method, rel_pos):
     """Rows that are not grouped by sentence (falls back to per-row source keys), and a cache
     started in the middle of a prefix (the uncached prefix is fed at once)."""
-    model, d = tiny_model(method, seed=7)
+    model, d = tiny_model(method, seed=7, rel_pos_bins=rel_pos, max_rel_pos=2 * rel_pos)
     src = make_source(d, [7, 4], width=7, left_pad=True, seed=3)
     enc = model.encoder(src)
     order = torch.tensor([1, 0, 1, 0, 0])
@@ -130,9 +135,10 @@ def test_incremental_irregular_row_order_and_late_start(method):
         prev = torch.cat([prev, torch.randint(5, len(d), (5, 1), generator=g)], dim=1)
 
 
+@pytest.mark.parametrize("rel_pos", [0, 16], ids=["abs_pos", "rel_pos_bias"])
 @torch.no_grad()
-def test_incremental_cache_grows_past_max_target_positions():
-    model, d = tiny_model("pseudo_masked", seed=1, max_target_positions=4)
+def test_incremental_cache_grows_past_max_target_positions(rel_pos):
+    model, d = tiny_model("pseudo_masked", seed=1, max_target_positions=4, rel_pos_bins=rel_pos, max_rel_pos=2 * rel_pos)
     model.decoder.max_target_positions = 2  # a tiny initial capacity forces a reallocation
     src = make_source(d, [5, 6], width=6, left_pad=False)
     enc = model.encoder(src)

@@ -10,6 +10,12 @@ from s2sft_fairseq.packing import pack
 from tiny import tiny_model
 
 TOL = 1e-6
+# every test runs with absolute positions only and with a (UniLMv2-style) relative position bias
+REL_POS = pytest.mark.parametrize("rel_pos", [0, 16], ids=["abs_pos", "rel_pos_bias"])
+
+
+def model_for(method, rel_pos):
+    return tiny_model(method, rel_pos_bins=rel_pos, max_rel_pos=2 * rel_pos)
 
 
 def changed(a, b):
@@ -18,7 +24,9 @@ def changed(a, b):
 
 def full_output(model, src, tgt_input):
     d = model.decoder
-    p = pack(src, tgt_input, d.method, d.dictionary.pad(), d.dictionary.mask(), d.stack.uses_token_types)
+    c = d.stack.cfg
+    p = pack(src, tgt_input, d.method, d.dictionary.pad(), d.dictionary.mask(), d.stack.uses_token_types,
+             type_ids=(c.source_type_id, c.target_type_id))
     h, _ = model.stack(p.tokens, p.positions, p.token_types, p.attn_mask)
     return h, p
 
@@ -30,9 +38,10 @@ def example(d):
     return src, tgt, w
 
 
+@REL_POS
 @pytest.mark.parametrize("method", ["masked", "pseudo_masked", "causal"])
-def test_leak_changing_target_token_j(method):
-    model, d = tiny_model(method)
+def test_leak_changing_target_token_j(method, rel_pos):
+    model, d = model_for(method, rel_pos)
     src, tgt, w = example(d)
     if method == "causal":
         tgt = torch.cat([torch.tensor([[d.bos()]]), tgt[:, :-1]], dim=1)  # [SOS] t1..t4
@@ -57,8 +66,9 @@ def test_leak_changing_target_token_j(method):
         assert moved[n_s + j:n_s + n_t].all()
 
 
-def test_leak_pseudo_mask_only_changes_its_own_output():
-    model, d = tiny_model("pseudo_masked")
+@REL_POS
+def test_leak_pseudo_mask_only_changes_its_own_output(rel_pos):
+    model, d = model_for("pseudo_masked", rel_pos)
     src, tgt, w = example(d)
     with torch.no_grad():
         base, p = full_output(model, src, tgt)
@@ -73,9 +83,10 @@ def test_leak_pseudo_mask_only_changes_its_own_output():
             assert not moved.any(), f"[P]_{j} was seen by another slot"
 
 
+@REL_POS
 @pytest.mark.parametrize("method", ["masked", "pseudo_masked", "causal"])
-def test_leak_source_padding_amount_and_side_change_nothing(method):
-    model, d = tiny_model(method)
+def test_leak_source_padding_amount_and_side_change_nothing(method, rel_pos):
+    model, d = model_for(method, rel_pos)
     src, tgt, _ = example(d)
     pad = d.pad()
     with torch.no_grad():

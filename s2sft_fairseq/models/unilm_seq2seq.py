@@ -53,11 +53,11 @@ class UnilmEncoder(FairseqEncoder):
 
     def forward(self, src_tokens, src_lengths=None, **unused):
         valid, positions = valid_positions(src_tokens, self.dictionary.pad())
-        types = torch.zeros_like(src_tokens) if self.stack.uses_token_types else None
+        types = self.stack.token_types(src_tokens, target=False)
         # the last layer's output is never used: only its keys/values (output_from = all rows)
         _, key_values = self.stack(src_tokens, positions, types, bidirectional_mask(valid),
                                    output_from=src_tokens.size(1))
-        return source_encoder_out(src_tokens, valid, key_values, self.stack.layers[0].num_heads)
+        return source_encoder_out(src_tokens, valid, positions, key_values, self.stack.layers[0].num_heads)
 
     @torch.jit.export
     def reorder_encoder_out(self, encoder_out, new_order):
@@ -93,7 +93,8 @@ class UnilmDecoder(FairseqIncrementalDecoder):
     def forward_packed(self, src_tokens, tgt_input):
         """Hidden states of the predicting slots for a packed batch (the training computation)."""
         d = self.dictionary
-        p = pack(src_tokens, tgt_input, self.method, d.pad(), d.mask(), self.stack.uses_token_types)
+        p = pack(src_tokens, tgt_input, self.method, d.pad(), d.mask(), self.stack.uses_token_types,
+                 type_ids=(self.stack.cfg.source_type_id, self.stack.cfg.target_type_id))
         h, _ = self.stack(p.tokens, p.positions, p.token_types, p.attn_mask, block_ends=p.block_ends,
                           output_from=p.predict_offset)
         return h[:, : tgt_input.size(1)]
@@ -134,7 +135,7 @@ class UnilmDecoder(FairseqIncrementalDecoder):
         new = self.method.step_inputs(generated, cache.len, self.dictionary.bos(), self.dictionary.mask())
         src_len = encoder_out["src_valid"][0].sum(dim=1, keepdim=True)
         positions = src_len + torch.arange(cache.len, cache.len + new.size(1), device=new.device)[None]
-        types = torch.ones_like(new) if self.stack.uses_token_types else None
+        types = self.stack.token_types(new, target=True)
         x = self.stack.decode_step(new, positions, types, cache, source_memory(encoder_out))
         cache.len += self.method.cached_after_step(new.size(1))
         self.set_incremental_state(incremental_state, "cache", cache)

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 # StackConfig fields recorded in the model config (dropouts are handled separately: -1 = keep)
 STACK_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "intermediate_size",
                 "max_positions", "type_vocab_size", "embedding_size", "layer_norm_eps", "hidden_act",
-                "head_act")
+                "head_act", "rel_pos_bins", "max_rel_pos", "source_type_id", "target_type_id")
 
 
 @dataclass
@@ -48,6 +48,12 @@ class WarmStartConfig(FairseqDataclass):
     head_act: str = field(default="", metadata={
         "help": "activation of the MLM head's transform; empty = hidden_act (BERT). Set from the "
                 "checkpoint: RoBERTa / XLM-R / ELECTRA heads use GELU whatever hidden_act is"})
+    rel_pos_bins: int = field(default=0, metadata={
+        "help": "relative position bias buckets (UniLMv2-style checkpoints; 0 = none). Set from the checkpoint"})
+    max_rel_pos: int = field(default=0, metadata={"help": "relative position bias: largest distance bucketed"})
+    source_type_id: int = field(default=0, metadata={
+        "help": "segment id of the source (UniLM checkpoints record theirs, e.g. 4). Set from the checkpoint"})
+    target_type_id: int = field(default=1, metadata={"help": "segment id of the target and [P] slots"})
     dropout: float = field(default=-1.0, metadata={"help": "override the checkpoint's hidden dropout (-1 = keep)"})
     attention_dropout: float = field(default=-1.0, metadata={"help": "override attention dropout (-1 = keep)"})
     max_source_positions: int = II("task.max_source_positions")
@@ -72,9 +78,10 @@ def resolve_method(cfg, task) -> Method:
 def _stack_config(cfg, vocab_size: int, pad: int) -> StackConfig:
     """The StackConfig a model config describes (the reverse of the write-back below)."""
     sizes = {name: getattr(cfg, name, None) for name in STACK_FIELDS}
+    sizes = {name: value for name, value in sizes.items() if value is not None}  # older configs: defaults
     sizes["vocab_size"] = cfg.vocab_size or vocab_size
     sizes["embedding_size"] = cfg.embedding_size or None
-    sizes["head_act"] = sizes["head_act"] or ""  # configs saved before head_act existed
+    sizes["head_act"] = sizes.get("head_act") or ""
     return StackConfig(
         **sizes,
         dropout=cfg.dropout if cfg.dropout >= 0 else 0.1,

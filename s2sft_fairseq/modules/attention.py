@@ -95,29 +95,49 @@ class SourceMemory(NamedTuple):
     """The source side of a decode step: per-sentence keys/values shared by ``group`` beam rows.
 
     ``keys[i]`` / ``values[i]``: layer ``i``'s ``(sentences, heads, S, head_dim)``; ``bias``:
-    ``(sentences, heads, 1, S)``, 0 for real source tokens and -inf for padding. Rows
-    ``g * s .. g * s + g - 1`` of the step belong to sentence ``s`` (fairseq's beam layout).
+    ``(sentences, heads, 1, S)``, 0 for real source tokens and -inf for padding; ``positions``:
+    the source position ids ``(sentences, S)``. Rows ``g * s .. g * s + g - 1`` of the step
+    belong to sentence ``s`` (fairseq's beam layout).
     """
     keys: List[torch.Tensor]
     values: List[torch.Tensor]
     bias: torch.Tensor
     group: int
+    positions: Optional[torch.Tensor] = None
+
+
+class DecodeBias(NamedTuple):
+    """Additive attention biases of a decode step's new slots, shared by all layers.
+
+    ``causal``: ``(n, n)``, lets a new slot see the new slots up to itself (None with one slot).
+    With a relative position bias instead: ``target`` ``(R, heads, n, T)`` over every cached and
+    new target key (the causal part included) and ``source`` ``(sentences, heads, n, S)``.
+    """
+    causal: Optional[torch.Tensor] = None
+    target: Optional[torch.Tensor] = None
+    source: Optional[torch.Tensor] = None
+
+    def last_row(self) -> "DecodeBias":
+        """The biases of the last new slot only (it sees every new slot: no causal part)."""
+        return DecodeBias(None, None if self.target is None else self.target[:, :, -1:],
+                          None if self.source is None else self.source[:, :, -1:])
 
 
 def cached_attention(q, source: Optional[SourceMemory], layer: int, tgt_k, tgt_v, tgt_len: int,
-                     new_bias: Optional[torch.Tensor]) -> torch.Tensor:
+                     bias: DecodeBias) -> torch.Tensor:
     """Attention of the new slots' (pre-scaled) queries over ``[source | target keys 0..tgt_len)``.
 
     ``q``: ``(R, heads, nq, d)``; ``tgt_k`` / ``tgt_v``: the cache buffers ``(R, heads, >= tgt_len, d)``
-    whose last ``nq`` filled entries are the queries' own keys (``new_bias``, ``(nq, nq)``
-    additive, lets a new slot see the new slots up to itself; ``None`` when every cached key is
-    visible to every query). The source part is one batched matmul per sentence over its ``group`` rows; both
-    parts share one softmax. Returns the context ``(R, nq, heads * d)``.
+    whose last ``nq`` filled entries are the queries' own keys; ``bias``: :class:`DecodeBias`
+    for these ``nq`` queries. The source part is one batched matmul per sentence over its
+    ``group`` rows; both parts share one softmax. Returns the context ``(R, nq, heads * d)``.
     """
     R, h, nq, d = q.shape
     s_tgt = torch.matmul(q, tgt_k[:, :, :tgt_len].transpose(-1, -2))       # (R, h, nq, T)
-    if new_bias is not None:
-        s_tgt[:, :, :, tgt_len - nq:].add_(new_bias)
+    if bias.target is not None:
+        s_tgt.add_(bias.target)
+    elif bias.causal is not None:
+        s_tgt[:, :, :, tgt_len - nq:].add_(bias.causal)
     if source is None:
         p = torch.softmax(s_tgt, dim=-1)
         return torch.matmul(p, tgt_v[:, :, :tgt_len]).transpose(1, 2).reshape(R, nq, h * d)
@@ -125,7 +145,10 @@ def cached_attention(q, source: Optional[SourceMemory], layer: int, tgt_k, tgt_v
     B, S = src_k.size(0), src_k.size(2)
     qs = q.reshape(B, g, h, nq, d).transpose(1, 2).reshape(B * h, g * nq, d)
     s_src = torch.baddbmm(source.bias.view(B * h, 1, S), qs, src_k.view(B * h, S, d).transpose(1, 2))
-    s_src = s_src.view(B, h, g, nq, S).transpose(1, 2).reshape(R, h, nq, S)
+    s_src = s_src.view(B, h, g, nq, S)
+    if bias.source is not None:
+        s_src = s_src + bias.source[:, :, None]
+    s_src = s_src.transpose(1, 2).reshape(R, h, nq, S)
     p = torch.softmax(torch.cat([s_src, s_tgt], dim=-1), dim=-1)
     p_src = p[..., :S].reshape(B, g, h, nq, S).transpose(1, 2).reshape(B * h, g * nq, S)
     ctx = torch.bmm(p_src, src_v.view(B * h, S, d)).view(B, h, g, nq, d).permute(0, 2, 3, 1, 4)
@@ -201,7 +224,7 @@ class AttentionBlock(nn.Module):
         return weight, torch.cat([biases[0] * scale, biases[1], biases[2]])
 
     def decode_attend(self, x, weights, tgt_k, tgt_v, cached: int, source: Optional[SourceMemory],
-                      layer: int, new_bias, last_only: bool) -> torch.Tensor:
+                      layer: int, bias: DecodeBias, last_only: bool) -> torch.Tensor:
         """:meth:`attend` for the ``n`` new slots ``x`` of a decoding step, with a key/value cache.
 
         Writes the new slots' keys/values into the cache buffers at ``cached..cached+n`` and
@@ -218,5 +241,5 @@ class AttentionBlock(nn.Module):
         xq = x[:, -1:] if last_only else x
         nq = xq.size(1)
         q = q[:, n - nq:].reshape(R, nq, h, d).transpose(1, 2)
-        ctx = cached_attention(q, source, layer, tgt_k, tgt_v, cached + n, new_bias if nq > 1 else None)
+        ctx = cached_attention(q, source, layer, tgt_k, tgt_v, cached + n, bias.last_row() if nq < n else bias)
         return self.residual(xq, ctx)

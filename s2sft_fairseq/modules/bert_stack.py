@@ -23,8 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .attention import AttentionBlock, BlockMask, KeyValue, SourceMemory, rows_of
+from .attention import AttentionBlock, BlockMask, DecodeBias, KeyValue, SourceMemory, rows_of
 from .kv_cache import KVCache
+from .relative_position import RelativePositionBias
 from .sharing import share
 
 CrossHook = Callable[[int, torch.Tensor], torch.Tensor]  # (layer index, hidden) -> hidden
@@ -46,10 +47,21 @@ class StackConfig:
     dropout: float = 0.1
     attention_dropout: float = 0.1
     pad_idx: int = 0
+    # UniLM checkpoints (s2s-ft code base): relative position bias (0 = none) and the segment ids
+    # of source and target (UniLM v1 checkpoints use 4 / 5 of 6 types)
+    rel_pos_bins: int = 0
+    max_rel_pos: int = 0
+    source_type_id: int = 0
+    target_type_id: int = 1
 
     @property
     def embed_dim(self) -> int:
         return self.embedding_size or self.hidden_size
+
+    @property
+    def uses_token_types(self) -> bool:
+        """Source and target get their own token type where the checkpoint has >= 2 (s2s-ft §2)."""
+        return self.type_vocab_size >= 2
 
 
 def activation(name: str):
@@ -119,9 +131,9 @@ class Layer(AttentionBlock):
         return self.feed_forward(h), (k, v)
 
     def decode_step(self, x, weights, tgt_k, tgt_v, cached: int, source: Optional[SourceMemory], index: int,
-                    new_bias, last_only: bool, cross=None) -> torch.Tensor:
+                    bias: DecodeBias, last_only: bool, cross=None) -> torch.Tensor:
         """:meth:`forward` for the new slots of a decoding step (see :meth:`AttentionBlock.decode_attend`)."""
-        h = self.decode_attend(x, weights, tgt_k, tgt_v, cached, source, index, new_bias, last_only)
+        h = self.decode_attend(x, weights, tgt_k, tgt_v, cached, source, index, bias, last_only)
         if cross is not None:
             h = cross(h)
         return self.feed_forward(h)
@@ -186,6 +198,8 @@ class BertStack(nn.Module):
         self.embeddings = Embeddings(cfg)
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.num_layers))
         self.lm_head = LMHead(cfg, self.embeddings.word)
+        self.rel_pos_bias = (RelativePositionBias(cfg.rel_pos_bins, cfg.max_rel_pos, cfg.num_heads)
+                             if cfg.rel_pos_bins else None)
         self.apply(self._init_weights)
 
     @staticmethod
@@ -201,8 +215,14 @@ class BertStack(nn.Module):
 
     @property
     def uses_token_types(self) -> bool:
-        """Source and target get their own token type where the checkpoint has >= 2 (s2s-ft §2)."""
-        return self.cfg.type_vocab_size >= 2
+        return self.cfg.uses_token_types
+
+    def token_types(self, like: torch.Tensor, target: bool) -> Optional[torch.Tensor]:
+        """Segment ids for a source or target block shaped like ``like`` (None: the checkpoint has
+        a single type, e.g. RoBERTa)."""
+        if not self.uses_token_types:
+            return None
+        return torch.full_like(like, self.cfg.target_type_id if target else self.cfg.source_type_id)
 
     def forward(
         self,
@@ -236,9 +256,14 @@ class BertStack(nn.Module):
         """
         x = self.embeddings(tokens, positions, token_types)
         mask = attn_mask.unsqueeze(1)  # broadcast over heads
-        if self.training and x.device.type == "cpu" and any(l.attention_dropout > 0 for l in self.layers):
-            # the written-out dropout attention (see attention()) adds the mask: build it once
+        rel = None if self.rel_pos_bias is None else self.rel_pos_bias(positions, positions).to(x.dtype)
+        if rel is not None or (self.training and x.device.type == "cpu"
+                               and any(l.attention_dropout > 0 for l in self.layers)):
+            # an additive mask, built once: the relative position bias (shared by all layers) is part
+            # of it, and the written-out dropout attention (see attention()) adds it in place
             mask = torch.zeros(mask.shape, dtype=x.dtype, device=x.device).masked_fill_(~mask, float("-inf"))
+            if rel is not None:
+                mask = mask + rel
         if block_ends is not None:
             mask = BlockMask.split(mask, block_ends)
         last = len(self.layers) - 1
@@ -256,8 +281,9 @@ class BertStack(nn.Module):
         return x, key_values
 
     def new_decode_cache(self, rows: int, capacity: int, like: torch.Tensor) -> KVCache:
-        """An empty :class:`KVCache` for ``rows`` decoding rows and ``capacity`` target tokens."""
-        return KVCache(self.layers, rows, capacity, like)
+        """An empty :class:`KVCache` for ``rows`` decoding rows and ``capacity`` target tokens (it
+        also keeps the target position ids where a relative position bias needs them)."""
+        return KVCache(self.layers, rows, capacity, like, keep_positions=self.rel_pos_bias is not None)
 
     @torch.no_grad()
     def decode_step(self, tokens, positions, token_types, cache: KVCache, source: Optional[SourceMemory],
@@ -272,11 +298,31 @@ class BertStack(nn.Module):
         x = self.embeddings(tokens, positions, token_types)
         n = x.size(1)
         cache.ensure_capacity(cache.len + n)
-        new_bias = causal_bias(n, x) if n > 1 else None
+        bias = self._decode_bias(positions, cache, source, x)
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             hook = None if cross is None else (lambda h, i=i: cross(i, h))
             k, v = cache.layer(i)
-            x = layer.decode_step(x, cache.weights[i], k, v, cache.len, source, i, new_bias,
+            x = layer.decode_step(x, cache.weights[i], k, v, cache.len, source, i, bias,
                                   last_only=(i == last), cross=hook)
         return x
+
+    def _decode_bias(self, positions, cache: KVCache, source: Optional[SourceMemory], like) -> DecodeBias:
+        """The additive biases of a decode step's ``n`` new slots (computed once, shared by all
+        layers): the new slots see each other causally; with a relative position bias, its rows
+        for the new slots against the source keys (per sentence) and every cached target key."""
+        n = positions.size(1)
+        causal = causal_bias(n, like) if n > 1 else None
+        if self.rel_pos_bias is None:
+            return DecodeBias(causal=causal)
+        end = cache.len + n
+        cache.positions[:, cache.len:end] = positions
+        tgt = self.rel_pos_bias(positions, cache.positions[:, :end]).to(like.dtype)
+        if causal is not None:
+            tgt[..., end - n:] += causal
+        src = None
+        if source is not None:
+            sentences = source.positions.size(0)
+            query = positions.view(sentences, source.group, n)[:, 0]  # a sentence's rows share positions
+            src = self.rel_pos_bias(query, source.positions).to(like.dtype)
+        return DecodeBias(target=tgt, source=src)

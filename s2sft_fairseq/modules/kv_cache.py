@@ -26,11 +26,13 @@ ROW_KEYS = ("src_tokens", "src_valid", "src_index")  # per-row entries of the so
 class KVCache:
     """Target keys/values of the tokens decoded so far (see the module docstring)."""
 
-    def __init__(self, layers, rows: int, capacity: int, like: torch.Tensor):
+    def __init__(self, layers, rows: int, capacity: int, like: torch.Tensor, keep_positions: bool = False):
         first = layers[0]
         shape = (rows, first.num_heads, capacity, first.head_dim)
         self.kv = [like.new_empty(shape) for _ in range(2 * len(layers))]     # k0, v0, k1, v1, ...
         self.spare = [like.new_empty(shape) for _ in range(2 * len(layers))]  # reorder target, swapped in
+        # the cached tokens' position ids (a relative position bias needs them), (rows, capacity)
+        self.positions = torch.zeros(rows, capacity, dtype=torch.long, device=like.device) if keep_positions else None
         self.weights = [layer.decode_weights() for layer in layers]
         self.rows = rows
         self.len = 0  # target tokens whose keys/values are cached
@@ -55,6 +57,10 @@ class KVCache:
             grown.append(g)
         self.kv = grown
         self.spare = [t.new_empty(t.size(0), t.size(1), new_cap, t.size(3)) for t in self.spare]
+        if self.positions is not None:
+            positions = self.positions.new_zeros(self.positions.size(0), new_cap)
+            positions[:, :self.len] = self.positions[:, :self.len]
+            self.positions = positions
 
     def check(self, rows: int, tokens_in_prefix: int) -> None:
         if self.rows != rows:
@@ -77,17 +83,19 @@ class KVCache:
                 torch.index_select(src[:, :, :filled], 0, new_order, out=dst[:, :, :filled])
             out.append(dst)
         self.spare, self.kv = self.kv, out
+        if self.positions is not None:
+            self.positions = self.positions.index_select(0, new_order)
         self.rows = rows
 
 
 # ---------------------------------------------------------------------------- source side
-def source_encoder_out(src_tokens, valid, key_values, num_heads: int) -> Dict[str, List[torch.Tensor]]:
+def source_encoder_out(src_tokens, valid, positions, key_values, num_heads: int) -> Dict[str, List[torch.Tensor]]:
     """The encoder's output for incremental decoding (fairseq's ``encoder_out`` dict of lists).
 
     Per *row* (reordered by fairseq at every step, all small): ``src_tokens``, ``src_valid`` and
     ``src_index``, the row's entry in the per-*sentence* tensors ``src_keys`` / ``src_values``
-    (one per layer, ``(n, heads, S, d)``) and ``src_bias`` (``(n, heads, 1, S)``, 0 or -inf
-    for padding).
+    (one per layer, ``(n, heads, S, d)``), ``src_bias`` (``(n, heads, 1, S)``, 0 or -inf
+    for padding) and ``src_positions`` (``(n, S)`` position ids).
     """
     keys = [k.contiguous() for k, _ in key_values]  # (n, h, S, d): (n, h) flattenable for bmm
     values = [v.contiguous() for _, v in key_values]
@@ -100,6 +108,7 @@ def source_encoder_out(src_tokens, valid, key_values, num_heads: int) -> Dict[st
         "src_keys": keys,
         "src_values": values,
         "src_bias": [bias[:, None, None, :].expand(-1, num_heads, 1, -1).contiguous()],
+        "src_positions": [positions],
     }
 
 
@@ -133,12 +142,12 @@ def source_memory(encoder_out: Dict[str, List[torch.Tensor]]) -> Optional[Source
     """The source keys/values for the current rows: shared per sentence when the rows come in
     fairseq's beam layout, else (irregular row orders) gathered per row."""
     keys, values = encoder_out["src_keys"], encoder_out["src_values"]
-    bias = encoder_out["src_bias"][0]
+    bias, positions = encoder_out["src_bias"][0], encoder_out["src_positions"][0]
     index = encoder_out["src_index"][0]
     g = _grouping(index, keys[0].size(0))
     if g == 0:
         keys = [k.index_select(0, index) for k in keys]
         values = [v.index_select(0, index) for v in values]
-        bias = bias.index_select(0, index)
+        bias, positions = bias.index_select(0, index), positions.index_select(0, index)
         g = 1
-    return SourceMemory(keys, values, bias, g)
+    return SourceMemory(keys, values, bias, g, positions)
