@@ -29,8 +29,8 @@ slots); **causal** also uses two blocks, its target block is ``[SOS] t_1 .. t_{n
 predicts t_{j+1}. In both the target block is lower-triangular as above. A padding slot attends
 only to itself (so no softmax row is empty) and no real slot ever attends to a padding slot.
 """
-from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional, Tuple, Union
+from dataclasses import dataclass, replace
+from typing import NamedTuple, Optional, Tuple, Union
 
 import torch
 
@@ -48,23 +48,46 @@ class Method:
     labels_only_corrupted: bool
     #: a block of ``[P]`` slots follows the target block, ``[P]_j`` predicting t_j (pseudo-masked)
     pseudo_block: bool
+    #: the start token ``[SOS]`` of a shifted target block: the dictionary's bos (``[CLS]`` / ``<s>``,
+    #: paper) or eos (``[SEP]`` / ``</s>``, the reference code's ``pos_shift``)
+    start: str = "bos"
+    #: the source keeps its closing ``[SEP]``; the reference's causal fine-tuning drops it, so that
+    #: the target block's ``[SEP]`` start token follows the source directly
+    source_closing_sep: bool = True
 
     def __str__(self) -> str:
         return self.name
 
-    # ------------------------------------------------------------------ training
-    def target_input_and_labels(self, target: torch.Tensor, bos: int, pad: int,
-                                corrupt: Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]):
-        """The target block's input and per-slot labels (``pad`` = no loss) for ``t_1 .. t_n``.
+    def reference_variant(self) -> "Method":
+        """This method under ``--corruption reference``: causal fine-tuning takes the reference code's
+        ``pos_shift`` convention (source ``[CLS] s``, target block ``[SEP] t_1 .. t_{n-1}``)."""
+        return replace(self, start="eos", source_closing_sep=False) if self.shifted_target else self
 
-        ``corrupt(target)`` returns ``(corrupted input, bool mask of the corrupted slots)``.
-        """
+    def start_token(self, dictionary) -> int:
+        return dictionary.eos() if self.start == "eos" else dictionary.bos()
+
+    def prepare_source(self, src_tokens: torch.Tensor, eos: int, pad: int) -> torch.Tensor:
+        """``[CLS] s [SEP]`` rows (left- or right-padded) as this method feeds them: without the
+        closing ``[SEP]`` (made padding, so positions still count real tokens) where the method
+        drops it."""
+        if self.source_closing_sep:
+            return src_tokens
+        valid = src_tokens.ne(pad)
+        last = valid & ~torch.cat([valid[:, 1:], valid.new_zeros(valid.size(0), 1)], dim=1)
+        return src_tokens.masked_fill(last & src_tokens.eq(eos), pad)
+
+    # ------------------------------------------------------------------ training
+    def target_input_and_labels(self, target: torch.Tensor, start: int, pad: int, corruption, rng):
+        """The target block's input, per-slot labels (``pad`` = no loss) and ``[P]`` tokens (None:
+        all ``[MASK]``) for ``t_1 .. t_n``, corrupted by ``corruption``
+        (:mod:`s2sft_fairseq.data.corruption`) with the generator ``rng``."""
         if self.shifted_target:
-            return torch.cat([target.new_tensor([bos]), target[:-1]]), target
-        inp, corrupted = corrupt(target)
+            inp = torch.cat([target.new_tensor([start]), target[:-1]])
+            return corruption.shifted_input(inp, rng), target, None
+        inp, corrupted, pseudo = corruption.target(target, rng, self.pseudo_block)
         if self.labels_only_corrupted:
-            return inp, torch.where(corrupted, target, torch.full_like(target, pad))
-        return inp, target
+            return inp, torch.where(corrupted, target, torch.full_like(target, pad)), pseudo
+        return inp, target, pseudo
 
     def num_slots(self, src_len, tgt_len):
         """Length of the packed sequence (works on ints and numpy arrays)."""
@@ -93,7 +116,7 @@ class Method:
         """Real tokens of the target block after ``generated`` decoded tokens ([SOS] counts for causal)."""
         return generated + 1 if self.shifted_target else generated
 
-    def step_inputs(self, generated: torch.Tensor, cached: int, bos: int, mask_idx: int) -> torch.Tensor:
+    def step_inputs(self, generated: torch.Tensor, cached: int, start: int, mask_idx: int) -> torch.Tensor:
         """The slots a decoding step feeds, given the tokens generated so far (``(rows, k)``, without
         fairseq's start symbol) and how many real target tokens the cache already holds.
 
@@ -105,7 +128,7 @@ class Method:
         rows = generated.size(0)
         if self.shifted_target:
             if cached == 0:
-                return torch.cat([generated.new_full((rows, 1), bos), generated], dim=1)
+                return torch.cat([generated.new_full((rows, 1), start), generated], dim=1)
             return generated[:, cached - 1:]
         return torch.cat([generated[:, cached:], generated.new_full((rows, 1), mask_idx)], dim=1)
 
@@ -113,10 +136,10 @@ class Method:
         """Of the ``fed`` slots of a step, the real target tokens (the ``[MASK]`` slot never is)."""
         return fed if self.shifted_target else fed - 1
 
-    def prefix_to_target_block(self, generated: torch.Tensor, bos: int, mask_idx: int) -> torch.Tensor:
+    def prefix_to_target_block(self, generated: torch.Tensor, start: int, mask_idx: int) -> torch.Tensor:
         """The target block that makes the last slot predict the next token, exactly as in
         training (the full-recompute decoding path): ``[SOS] y`` (causal) or ``y [MASK]``."""
-        return self.step_inputs(generated, 0, bos, mask_idx)
+        return self.step_inputs(generated, 0, start, mask_idx)
 
 
 CAUSAL = Method("causal", shifted_target=True, labels_only_corrupted=False, pseudo_block=False)
@@ -126,14 +149,15 @@ METHODS = {m.name: m for m in (CAUSAL, MASKED, PSEUDO_MASKED)}
 METHOD_NAMES = tuple(METHODS)  # the --ft-method choices
 
 
-def get_method(method: Union[str, Method]) -> Method:
-    """The :class:`Method` for a name (as configs store it) or a Method."""
-    if isinstance(method, Method):
-        return method
-    found = METHODS.get(str(method))
-    if found is None:
-        raise S2SFTError(f"unknown fine-tuning method {method!r}; expected one of {', '.join(METHOD_NAMES)}")
-    return found
+def get_method(method: Union[str, Method], corruption: str = "paper") -> Method:
+    """The :class:`Method` for a name (as configs store it) or a Method; with ``corruption``
+    ``"reference"`` its reference-code variant (:meth:`Method.reference_variant`)."""
+    if not isinstance(method, Method):
+        found = METHODS.get(str(method))
+        if found is None:
+            raise S2SFTError(f"unknown fine-tuning method {method!r}; expected one of {', '.join(METHOD_NAMES)}")
+        method = found
+    return method.reference_variant() if corruption == "reference" else method
 
 
 # ---------------------------------------------------------------------------- masks
@@ -195,14 +219,16 @@ def seq2seq_mask(src_valid: torch.Tensor, tgt_valid: torch.Tensor, method: Union
 
 
 def pack(src_tokens: torch.Tensor, tgt_input: torch.Tensor, method: Union[str, Method], pad: int,
-         mask_idx: int, use_token_types: bool, type_ids: Tuple[int, int] = (0, 1)) -> Packed:
+         mask_idx: int, use_token_types: bool, type_ids: Tuple[int, int] = (0, 1),
+         pseudo_input: Optional[torch.Tensor] = None) -> Packed:
     """Pack a batch for ``method``.
 
     ``src_tokens``: ``[CLS] s [SEP]`` per row, left- or right-padded. ``tgt_input``: the target
     block's input, right-padded (:meth:`Method.target_input_and_labels` in training,
     :meth:`Method.prefix_to_target_block` in decoding). ``type_ids``: the segment ids of source
     and target (the ``[P]`` slots take the target's), used with ``use_token_types``; padding
-    slots take the source's.
+    slots take the source's. ``pseudo_input``: the ``[P]`` slots' tokens (default all ``[MASK]``;
+    the reference corruption replaces some).
     """
     method = get_method(method)
     src_valid, src_pos = valid_positions(src_tokens, pad)
@@ -215,7 +241,8 @@ def pack(src_tokens: torch.Tensor, tgt_input: torch.Tensor, method: Union[str, M
     tgt_types = torch.where(tgt_valid, tgt_type, src_type)
     types = [torch.full_like(src_tokens, src_type), tgt_types]
     if method.pseudo_block:
-        tokens.append(torch.where(tgt_valid, torch.full_like(tgt_input, mask_idx), tgt_input))
+        pseudo = torch.full_like(tgt_input, mask_idx) if pseudo_input is None else pseudo_input
+        tokens.append(torch.where(tgt_valid, pseudo, tgt_input))
         positions.append(tgt_pos)
         types.append(tgt_types)
     S, T = src_tokens.size(1), tgt_input.size(1)

@@ -23,14 +23,15 @@ from fairseq.data import FairseqDataset, data_utils
 
 from ..errors import S2SFTError
 from ..packing import get_method
-from .corruption import TargetCorruption
+from .corruption import build_corruption
 
 logger = logging.getLogger(__name__)
 
 
 class PairedExamplesDataset(FairseqDataset):
     def __init__(self, src, tgt, dictionary, method, max_source_positions, max_target_positions,
-                 target_mask_prob=0.5, seed=1, left_pad_source=False, shuffle=True, name="data"):
+                 target_mask_prob=0.5, seed=1, left_pad_source=False, shuffle=True, name="data",
+                 corruption="paper", max_masked_tokens=0):
         if tgt is not None and len(src) != len(tgt):
             raise S2SFTError(f"{name}: source has {len(src)} examples but target has {len(tgt)}")
         if max_source_positions < 3 or max_target_positions < 2:
@@ -38,9 +39,9 @@ class PairedExamplesDataset(FairseqDataset):
                              f"{max_target_positions}: the source needs >= 3 positions ([CLS] x [SEP]) and the "
                              "target >= 2")
         self.src, self.tgt, self.dict = src, tgt, dictionary
-        self.method = get_method(method)
+        self.method = get_method(method, corruption)
         self.max_src, self.max_tgt = max_source_positions, max_target_positions
-        self.corruption = TargetCorruption(dictionary, target_mask_prob)
+        self.corruption = build_corruption(corruption, dictionary, target_mask_prob, max_masked_tokens)
         self.seed, self.epoch = seed, 1
         self.left_pad_source = left_pad_source
         self.shuffle = shuffle
@@ -90,12 +91,11 @@ class PairedExamplesDataset(FairseqDataset):
             return item
         target = self.target_item(index)
         item["target"] = target
-
-        def corrupt(t):
-            return self.corruption(t, np.random.default_rng([self.seed, self.epoch, index]))
-
-        item["tgt_input"], item["loss_target"] = self.method.target_input_and_labels(
-            target, self.bos, self.pad, corrupt)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        item["tgt_input"], item["loss_target"], pseudo = self.method.target_input_and_labels(
+            target, self.method.start_token(self.dict), self.pad, self.corruption, rng)
+        if pseudo is not None:
+            item["pseudo_input"] = pseudo
         return item
 
     def __len__(self):
@@ -117,6 +117,8 @@ class PairedExamplesDataset(FairseqDataset):
             batch["target"] = data_utils.collate_tokens([s["target"] for s in samples], pad)
             batch["loss_target"] = data_utils.collate_tokens([s["loss_target"] for s in samples], pad)
             batch["net_input"]["tgt_input"] = data_utils.collate_tokens([s["tgt_input"] for s in samples], pad)
+            if "pseudo_input" in samples[0]:
+                batch["net_input"]["pseudo_input"] = data_utils.collate_tokens([s["pseudo_input"] for s in samples], pad)
             batch["ntokens"] = int(batch["loss_target"].ne(pad).sum())
         else:
             batch["ntokens"] = 0

@@ -201,7 +201,10 @@ class Bert2BertDecoder(FairseqIncrementalDecoder):
 
 
 # --------------------------------------------------------------------------- model
-def _method_error(method: str) -> str:
+def _method_error(method) -> str:
+    if method.shifted_target:
+        return ("bert2bert follows Rothe et al. and trains with --corruption paper (clean decoder inputs "
+                "starting with [CLS]); --corruption reference is the s2s-ft code's recipe for unilm_seq2seq")
     return (f"bert2bert is a left-to-right encoder-decoder (Rothe et al.) and trains only with "
             f"--ft-method causal (decoder input [SOS] t_1..t_(n-1), labels t_1..t_n); got "
             f"--ft-method {method}")
@@ -258,7 +261,7 @@ class Bert2BertModel(WarmStartedSeq2SeqMixin, FairseqEncoderDecoderModel):
         ``tgt_input`` (task, ``--ft-method causal``) or ``prev_output_tokens`` (fairseq's
         translation convention, eos first) is the decoder input; its first slot becomes [SOS].
         """
-        if tgt_input is not None and not self.method.shifted_target:
+        if tgt_input is not None and (not self.method.shifted_target or not self.method.source_closing_sep):
             raise ValueError(_method_error(self.method))
         dec_in = tgt_input if tgt_input is not None else prev_output_tokens
         if dec_in is None:

@@ -47,11 +47,13 @@ class UnilmEncoder(FairseqEncoder):
     """The encoder role: runs the shared stack over ``[CLS] s [SEP]`` and keeps per-layer K/V
     (:func:`~s2sft_fairseq.modules.kv_cache.source_encoder_out` says what ``encoder_out`` holds)."""
 
-    def __init__(self, dictionary, stack: BertStack):
+    def __init__(self, dictionary, stack: BertStack, method: Method):
         super().__init__(dictionary)
         share(self, "stack", stack)
+        self.method = get_method(method)
 
     def forward(self, src_tokens, src_lengths=None, **unused):
+        src_tokens = self.method.prepare_source(src_tokens, self.dictionary.eos(), self.dictionary.pad())
         valid, positions = valid_positions(src_tokens, self.dictionary.pad())
         types = self.stack.token_types(src_tokens, target=False)
         # the last layer's output is never used: only its keys/values (output_from = all rows)
@@ -90,18 +92,19 @@ class UnilmDecoder(FairseqIncrementalDecoder):
         self.incremental = incremental
 
     # ------------------------------------------------------------------ full (training) path
-    def forward_packed(self, src_tokens, tgt_input):
+    def forward_packed(self, src_tokens, tgt_input, pseudo_input=None):
         """Hidden states of the predicting slots for a packed batch (the training computation)."""
         d = self.dictionary
+        src_tokens = self.method.prepare_source(src_tokens, d.eos(), d.pad())
         p = pack(src_tokens, tgt_input, self.method, d.pad(), d.mask(), self.stack.uses_token_types,
-                 type_ids=(self.stack.cfg.source_type_id, self.stack.cfg.target_type_id))
+                 type_ids=(self.stack.cfg.source_type_id, self.stack.cfg.target_type_id), pseudo_input=pseudo_input)
         h, _ = self.stack(p.tokens, p.positions, p.token_types, p.attn_mask, block_ends=p.block_ends,
                           output_from=p.predict_offset)
         return h[:, : tgt_input.size(1)]
 
     def prefix_to_tgt_input(self, prev_output_tokens):
         """The target block that makes the last slot predict the next token, as in training."""
-        return self.method.prefix_to_target_block(prev_output_tokens[:, 1:], self.dictionary.bos(),
+        return self.method.prefix_to_target_block(prev_output_tokens[:, 1:], self.method.start_token(self.dictionary),
                                                   self.dictionary.mask())
 
     # ------------------------------------------------------------------ fairseq interface
@@ -132,7 +135,8 @@ class UnilmDecoder(FairseqIncrementalDecoder):
             capacity = max(self.max_target_positions + 2, n_real + 1)
             cache = self.stack.new_decode_cache(rows, capacity, encoder_out["src_keys"][0])
         cache.check(rows, n_real)
-        new = self.method.step_inputs(generated, cache.len, self.dictionary.bos(), self.dictionary.mask())
+        new = self.method.step_inputs(generated, cache.len, self.method.start_token(self.dictionary),
+                                      self.dictionary.mask())
         src_len = encoder_out["src_valid"][0].sum(dim=1, keepdim=True)
         positions = src_len + torch.arange(cache.len, cache.len + new.size(1), device=new.device)[None]
         types = self.stack.token_types(new, target=True)
@@ -165,14 +169,15 @@ class UnilmSeq2SeqModel(WarmStartedSeq2SeqMixin, FairseqEncoderDecoderModel):
         method = resolve_method(cfg, task)
         required = cfg.max_source_positions + cfg.max_target_positions
         stack = build_stack_from_config(cfg, dictionary, required)
-        encoder = UnilmEncoder(dictionary, stack)
+        encoder = UnilmEncoder(dictionary, stack, method)
         decoder = UnilmDecoder(dictionary, stack, method, cfg.max_target_positions,
                                incremental=cfg.incremental_decoding)
         return cls(cfg, stack, encoder, decoder)
 
-    def forward(self, src_tokens, src_lengths=None, tgt_input=None, features_only=False, **kwargs):
+    def forward(self, src_tokens, src_lengths=None, tgt_input=None, pseudo_input=None, features_only=False,
+                **kwargs):
         """Training forward: hidden states (or logits) at the slots that predict the target."""
-        h = self.decoder.forward_packed(src_tokens, tgt_input)
+        h = self.decoder.forward_packed(src_tokens, tgt_input, pseudo_input)
         return (h if features_only else self.decoder.output_layer(h)), None
 
 

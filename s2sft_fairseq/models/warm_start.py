@@ -61,18 +61,27 @@ class WarmStartConfig(FairseqDataclass):
     # The fine-tuning method the model is trained with (the task's --ft-method), recorded in the
     # saved checkpoint so that decoding feeds the decoder as training did (resolve_method).
     ft_method: str = II("task.ft_method")
+    # ... and the corruption rules it was trained with (--corruption reference changes how causal
+    # fine-tuning starts the target block, which decoding must repeat)
+    corruption: str = II("task.corruption")
 
 
-def resolve_method(cfg, task) -> Method:
-    """The model's fine-tuning method: ``cfg.ft_method`` (the task's at training time, as saved in a
-    checkpoint), or the task's when the config leaves it open (a config built in code)."""
+def _recorded(cfg, task, name: str, default: str) -> str:
+    """``cfg.name`` (the task's at training time, as saved in a checkpoint), or the task's when the
+    config leaves it open (a config built in code, or one saved before the field existed)."""
     try:
-        value = getattr(cfg, "ft_method", None)
+        value = getattr(cfg, name, None)
     except Exception:  # an interpolation that cannot be resolved outside a full fairseq config
         value = None
     if not isinstance(value, str) or value.startswith("${") or value == "auto":
-        value = getattr(getattr(task, "cfg", None), "ft_method", PSEUDO_MASKED.name)
-    return get_method(value)
+        value = getattr(getattr(task, "cfg", None), name, default)
+    return value
+
+
+def resolve_method(cfg, task) -> Method:
+    """The model's fine-tuning method (:class:`~s2sft_fairseq.packing.Method`) as trained."""
+    return get_method(_recorded(cfg, task, "ft_method", PSEUDO_MASKED.name),
+                      _recorded(cfg, task, "corruption", "paper"))
 
 
 def _stack_config(cfg, vocab_size: int, pad: int) -> StackConfig:

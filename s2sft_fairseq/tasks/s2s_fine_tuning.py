@@ -24,6 +24,7 @@ from omegaconf import II, OmegaConf
 from ..checkpoints.vocab import load_task_dictionary
 from ..data import PairedExamplesDataset
 from ..errors import MissingFileError, S2SFTError
+from ..data.corruption import CORRUPTIONS
 from ..packing import METHOD_NAMES
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,14 @@ class S2SFineTuningConfig(FairseqDataclass):
     ft_method: ChoiceEnum(METHOD_NAMES) = field(default="pseudo_masked", metadata={
         "help": "s2s-ft fine-tuning method (paper §2.1-2.3)"})
     target_mask_prob: float = field(default=0.5, metadata={
-        "help": "fraction of target tokens corrupted in masked / pseudo-masked fine-tuning (paper: 0.4-0.7)"})
+        "help": "fraction of target tokens corrupted in masked / pseudo-masked fine-tuning (paper: 0.4-0.7); "
+                "with --corruption reference also the causal inputs' corruption probability"})
+    corruption: ChoiceEnum(CORRUPTIONS) = field(default="paper", metadata={
+        "help": "paper: the corruption rules of the s2s-ft paper's text; reference: those of the public s2s-ft "
+                "code, including its causal pos_shift convention (README, 'Paper vs reference code')"})
+    max_masked_tokens: int = field(default=0, metadata={
+        "help": "--corruption reference, masked fine-tuning: at most this many corrupted target slots "
+                "(the reference's num_max_mask_token); 0 = no cap"})
     max_source_positions: int = field(default=464, metadata={"help": "source length incl. [CLS]/[SEP]; longer is truncated"})
     max_target_positions: int = field(default=48, metadata={"help": "target length incl. final [SEP]; longer is truncated"})
     left_pad_source: bool = field(default=False, metadata={"help": "pad sources on the left (positions are unaffected)"})
@@ -115,7 +123,8 @@ class S2SFineTuningTask(FairseqTask):
         self.datasets[split] = PairedExamplesDataset(
             src, tgt, self.dictionary, self.cfg.ft_method, self.cfg.max_source_positions,
             self.cfg.max_target_positions, self.cfg.target_mask_prob, self.cfg.seed,
-            self.cfg.left_pad_source, shuffle=is_train, name=f"{data_path}:{split}")
+            self.cfg.left_pad_source, shuffle=is_train, name=f"{data_path}:{split}",
+            corruption=self.cfg.corruption, max_masked_tokens=self.cfg.max_masked_tokens)
         self.datasets[split].is_train = is_train
         # fairseq 0.12's generate shards by --distributed-world-size/--distributed-rank and silently
         # ignores --num-shards/--shard-id (every "shard" would print the whole split): honour them.
