@@ -84,7 +84,7 @@ TEST_DIR="$WORK/test${MAX_EXAMPLES:+-x$MAX_EXAMPLES}-n$TEST_N"
 if [ ! -f "$RAW/.done" ]; then
   stamp "data: WordNet -> 'word : example' -> definition pairs ($RAW)"
   rm -rf "$RAW"
-  "$PY" -m preprocess.wordnet --out "$RAW" ${MAX_EXAMPLES:+--max-examples "$MAX_EXAMPLES"}
+  "$PY" -m s2sft_preprocess.wordnet --out "$RAW" ${MAX_EXAMPLES:+--max-examples "$MAX_EXAMPLES"}
   touch "$RAW/.done"
 fi
 if [ ! -f "$BIN_DIR/.done" ]; then

@@ -26,7 +26,7 @@ mkdir -p "$WORK"
 
 if [ ! -f "$WORK/raw/test.tgt" ]; then
   stamp "WordNet -> word : example -> definition pairs"
-  "$PY" -m preprocess.wordnet --out "$WORK/raw"
+  "$PY" -m s2sft_preprocess.wordnet --out "$WORK/raw"
 fi
 if [ ! -f "$WORK/bin/test.src-tgt.tgt.bin" ]; then
   stamp "tokenize with the MiniLM tokenizer and binarize (s2sft-prepare)"

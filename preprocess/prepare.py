@@ -272,6 +272,12 @@ def cli_main(argv: Optional[List[str]] = None) -> None:
         all_stats = prepare(args)
     except DataError as e:
         raise SystemExit(f"s2sft-prepare: error: {e}") from None
+    except Exception as e:  # the plugin's input errors, e.g. a tokenizer larger than the checkpoint's embedding
+        from s2sft_fairseq.errors import user_error_line
+        line = user_error_line(e)
+        if line is None:
+            raise
+        raise SystemExit(f"s2sft-prepare: error: {line}") from None
     for name, stats in all_stats.items():
         print(f"[{name}] {stats.summary()}")
     print(f"wrote {os.path.abspath(args.destdir)}")

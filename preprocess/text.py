@@ -1,20 +1,22 @@
-"""Reading, cleaning and pairing raw parallel text, shared by ``s2sft-prepare`` and the converters.
+"""Reading and pairing raw parallel text, shared by ``s2sft-prepare`` and the converters.
 
-Rules (DESIGN §6; they exist so that a bad corpus never silently shifts the source/target pairing):
+Rules (they exist so that a bad corpus never silently shifts the source/target pairing; README
+"What happens with bad input"):
 
 * A *line* ends at ``\\n`` only (a trailing ``\\r`` is dropped). ``str.splitlines`` is never used:
   it also splits at ``\\x0b``, ``\\x0c``, ``\\x1c-\\x1e``, ``\\x85``, ``\\u2028`` and ``\\u2029``,
   which would move every later target one line away from its source.
 * Files must be UTF-8; the first invalid byte is an error naming the file and line.
-* :func:`clean_text` maps C0/C1 control characters (except tab), line/paragraph separators and
-  lone surrogates (possible in JSON strings) to a space, and strips the ends.
+* Texts are cleaned by the plugin's :func:`s2sft_fairseq.text.clean_text` (control characters,
+  line/paragraph separators and lone surrogates become spaces; the ends are stripped), the same
+  function fairseq-interactive input goes through. It is imported where it is first used:
+  importing the plugin loads fairseq and torch, which reading and checking files does not need.
 * A pair whose source or target is empty after cleaning is skipped and counted (or, in strict
   mode, is an error naming the file and line). A pair is always dropped whole.
 """
 import json
 import logging
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
@@ -25,19 +27,9 @@ class DataError(ValueError):
     """A problem with the user's data; the CLIs print it as one line, without a traceback."""
 
 
-# C0 controls except \t (\n is a line break in files but a space inside a JSON field), DEL, C1
-# controls, the Unicode line/paragraph separators, and the surrogate range (only reachable from
-# JSON "\ud800" escapes; such a string cannot be written back as UTF-8).
-_UNWANTED = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
-
-
-def clean_text(text: str) -> str:
-    """Map control characters, separators and lone surrogates to spaces; strip both ends."""
-    return _UNWANTED.sub(" ", text).strip()
-
-
 def one_line(text: str) -> str:
     """Clean ``text`` and collapse all white space (incl. newlines) to single spaces."""
+    from s2sft_fairseq.text import clean_text
     return " ".join(clean_text(text).split())
 
 
@@ -159,6 +151,7 @@ def pair_one(
     strict_empty: bool = False,
 ) -> Optional[Example]:
     """Clean one numbered pair; return ``None`` (and count it) when a side is empty."""
+    from s2sft_fairseq.text import clean_text
     (s_no, s_text), (t_no, t_text) = s, t
     src, tgt = clean_text(s_text), clean_text(t_text)
     if not src or not tgt:

@@ -4,8 +4,9 @@ fairseq writes the first checkpoint of a save atomically (``.tmp`` + rename) but
 it to the others — ``checkpoint_last.pt`` included — with a plain ``shutil.copyfile``
 (``checkpoint_utils.save_checkpoint`` → ``PathManager.copy``). A SIGKILL during that copy
 leaves a truncated ``checkpoint_last.pt`` that the restart cannot load. Importing the plugin
-makes local copies atomic: copy to a temporary file in the same directory, fsync, then
-``os.replace``; a kill leaves either the old or the new file, never half of one.
+makes local copies atomic (:mod:`.fairseq_patches` installs :func:`atomic_copy`): copy to a
+temporary file in the same directory, fsync, then ``os.replace``; a kill leaves either the old
+or the new file, never half of one.
 """
 import os
 import shutil
@@ -34,6 +35,10 @@ def atomic_copy(src_path: str, dst_path: str, overwrite: bool = False) -> bool:
             os.remove(tmp)
         raise
     return True
+
+
+def installed() -> bool:
+    return PathManager.copy is atomic_copy
 
 
 def install() -> None:

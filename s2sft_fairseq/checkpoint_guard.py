@@ -4,10 +4,11 @@ fairseq's ``checkpoint_utils.load_checkpoint_to_cpu`` (used by fairseq-generate,
 -validate and by fairseq-train when it resumes) calls ``torch.load`` on the file; a truncated or
 corrupt file, a pickle that needs a global outside the allow-list of :mod:`.safe_loading` (e.g.
 one that would run ``os.system``) or a path that cannot be opened end in a long traceback.
-:func:`install` wraps that function (and fairseq's "Model file not found" check in
-``load_model_ensemble_and_task``) so that these failures are re-raised as
-:class:`CheckpointFileError` naming the file; the excepthook of :mod:`.errors` prints it as
-``s2sft-fairseq: error: <path>: ...`` and exits with status 1.
+:func:`install_read_guard` wraps that function (and :func:`install_not_found_guard` fairseq's
+"Model file not found" check in ``load_model_ensemble_and_task``; both listed in
+:mod:`.fairseq_patches`) so that these failures are re-raised as :class:`CheckpointFileError`
+naming the file; the excepthook of :mod:`.errors` prints it as ``s2sft-fairseq: error: <path>: ...``
+and exits with status 1.
 
 Only failures *of reading the file* are converted: an ``OSError`` from opening it, an exception
 raised inside ``torch.load`` (its frames are in ``torch.serialization``), fairseq's own
@@ -140,14 +141,19 @@ def installed() -> bool:
     return getattr(checkpoint_utils.load_checkpoint_to_cpu, "__s2sft_guard__", False)
 
 
-def install() -> None:
-    """Wrap fairseq's checkpoint loading (idempotent)."""
-    if installed():
-        return
-    checkpoint_utils.load_checkpoint_to_cpu = _guard_load_checkpoint_to_cpu(checkpoint_utils.load_checkpoint_to_cpu)
+def install_read_guard() -> None:
+    """Wrap ``checkpoint_utils.load_checkpoint_to_cpu`` (idempotent; see :mod:`.fairseq_patches`)."""
+    if not installed():
+        checkpoint_utils.load_checkpoint_to_cpu = _guard_load_checkpoint_to_cpu(
+            checkpoint_utils.load_checkpoint_to_cpu)
+
+
+def install_not_found_guard() -> None:
+    """Wrap ``checkpoint_utils.load_model_ensemble_and_task`` (idempotent; see :mod:`.fairseq_patches`)."""
     if not getattr(checkpoint_utils.load_model_ensemble_and_task, "__s2sft_guard__", False):
         checkpoint_utils.load_model_ensemble_and_task = _guard_load_model_ensemble_and_task(
             checkpoint_utils.load_model_ensemble_and_task)
 
 
-__all__ = ["CheckpointFileError", "CheckpointNotFoundError", "describe_load_failure", "install", "installed"]
+__all__ = ["CheckpointFileError", "CheckpointNotFoundError", "describe_load_failure", "install_not_found_guard",
+           "install_read_guard", "installed"]

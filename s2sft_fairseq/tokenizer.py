@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from fairseq.data.encoders import register_bpe
 from fairseq.dataclass import FairseqDataclass
 
+from .text import clean_text
+
 
 @dataclass
 class CheckpointTokenizerConfig(FairseqDataclass):
@@ -29,8 +31,8 @@ class CheckpointTokenizerBPE:
 
     def encode(self, x: str) -> str:
         """Tokenize raw text exactly as ``s2sft-prepare`` does: control characters, Unicode
-        separators and lone surrogates (invalid UTF-8 bytes on stdin) become spaces first."""
-        from preprocess.text import clean_text
+        separators and lone surrogates (invalid UTF-8 bytes on stdin) become spaces first
+        (:func:`~s2sft_fairseq.text.clean_text`)."""
         return " ".join(self.tok.tokenize(clean_text(x)))
 
     def decode(self, x: str) -> str:

@@ -121,8 +121,8 @@ def test_prepare_100k_character_lines_control_chars_and_empty_lines(prepared, mi
     from fairseq.data import data_utils
     from transformers import AutoTokenizer
 
-    from preprocess.text import clean_text
     from s2sft_fairseq.checkpoints.vocab import load_task_dictionary
+    from s2sft_fairseq.text import clean_text
 
     dest, log, seconds, peak_mb = prepared
     assert seconds < 180, f"s2sft-prepare took {seconds:.0f}s on 7 lines"

@@ -181,6 +181,32 @@ def test_cli_error_is_one_line_without_traceback(tmp_path):
                       f"lines, {tmp_path}/train.tgt has 1"]
 
 
+def test_plugin_errors_are_one_line_too(tmp_path, monkeypatch, tokenizer):
+    """An error the plugin raises (here: the tokenizer has more tokens than the checkpoint's
+    embedding has rows) is reported by s2sft-prepare itself, like its own errors; with
+    S2SFT_TRACEBACK=1 it propagates with its traceback."""
+    from s2sft_fairseq.checkpoints.vocab import VocabularyMismatchError, tokenizer_vocabulary
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for name in os.listdir(minilm_dir()):
+        if name != "config.json":
+            os.symlink(os.path.join(minilm_dir(), name), ckpt / name)
+    with open(os.path.join(minilm_dir(), "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    rows = 30000
+    (ckpt / "config.json").write_text(json.dumps(dict(config, vocab_size=rows)), encoding="utf-8")
+    write(tmp_path / "train.src", "a\n")
+    write(tmp_path / "train.tgt", "b\n")
+    argv = ["--pretrained", str(ckpt), "--trainpref", str(tmp_path / "train"), "--destdir", str(tmp_path / "bin")]
+    vocab = tokenizer_vocabulary(tokenizer)
+    assert run(argv) == (f"s2sft-prepare: error: tokenizer has {len(vocab)} tokens but the checkpoint's embedding "
+                         f"has only {rows} rows (first token without a row: {vocab[rows]!r} at index {rows})")
+    monkeypatch.setenv("S2SFT_TRACEBACK", "1")
+    with pytest.raises(VocabularyMismatchError):
+        prepare.cli_main(argv)
+
+
 def test_long_lines_give_no_misleading_tokenizer_length_warning(tmp_path):
     """Long lines are truncated by the task (and counted by s2sft-prepare's stats), so the
     tokenizer's "longer than the specified maximum (700 > 512)" warning must not appear."""

@@ -2,7 +2,8 @@
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from preprocess.text import PairStats, clean_text, pair_lines, read_lines
+from preprocess.text import PairStats, pair_lines, read_lines
+from s2sft_fairseq.text import clean_text
 
 # Any text without "\n" (a line cannot contain one) and without surrogates (files are UTF-8),
 # mixed with the troublemakers: empty and blank lines, control characters, Unicode separators.
