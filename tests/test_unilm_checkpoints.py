@@ -148,3 +148,175 @@ def test_segment_ids_from_the_config(method):
     h01, _ = model.stack(p.tokens, p.positions, torch.where(p.token_types.eq(4), 0, 1), p.attn_mask)
     assert (h - h01).abs().max() > 1e-3
     assert not torch.equal(table[4], table[0])
+
+
+# --------------------------------------------------------------------------- corruption
+# The public s2s-ft code, microsoft/unilm at 768a3c873f598bb9b4d4dfb9267b099e35f8fe56, file
+# s2s-ft/s2s_ft/utils.py: get_masked_token (lines 82-89), mask_way v2 / pseudo-masked (159-173),
+# v1 / masked (136-158), v0 / causal (115-135).
+import numpy as np  # noqa: E402
+
+from s2sft_fairseq.data.corruption import PaperCorruption, ReferenceCorruption  # noqa: E402
+from s2sft_fairseq.packing import CAUSAL, MASKED, PSEUDO_MASKED, get_method  # noqa: E402
+from tiny import tiny_dictionary  # noqa: E402
+
+
+def target_of(d, n=8):
+    return torch.tensor([d.index(f"w{i}") for i in range(n - 1)] + [d.eos()])
+
+
+def masked_token_by_hand(token, rng, d):
+    """get_masked_token (utils.py:82-89): u < keep_prob keeps, u < keep + random_prob draws
+    randint(0, vocab_size - 1) over the whole vocabulary, otherwise [MASK]."""
+    u = rng.random()
+    if u < 0.1:
+        return token
+    if u < 0.2:
+        return int(rng.integers(len(d)))
+    return d.mask()
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_reference_pseudo_masked_rule_by_hand(seed):
+    """v2 (utils.py:159-173): for each target token in order, its [P] gets get_masked_token; then a
+    coin flip with target_mask_prob replaces the real token by the *same* token as its [P]."""
+    d = tiny_dictionary()
+    t = target_of(d)
+    inp, labels, pseudo = PSEUDO_MASKED.target_input_and_labels(
+        t, d.bos(), d.pad(), ReferenceCorruption(d, 0.5), np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    exp_inp, exp_pseudo = t.clone(), t.clone()
+    for j in range(len(t)):
+        exp_pseudo[j] = masked_token_by_hand(int(t[j]), rng, d)
+        if rng.random() < 0.5:
+            exp_inp[j] = exp_pseudo[j]
+    assert torch.equal(pseudo, exp_pseudo) and torch.equal(inp, exp_inp)
+    assert torch.equal(labels, t)  # every [P] predicts its token
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_reference_masked_rule_by_hand(seed):
+    """v1 (utils.py:136-158): k = min(num_max_mask_token, int(p * n)), at least 1, positions
+    shuffled and the first k taken, each replaced by get_masked_token; labels only there."""
+    d = tiny_dictionary()
+    t = target_of(d, 9)
+    for cap in (0, 2):
+        inp, labels, pseudo = MASKED.target_input_and_labels(
+            t, d.bos(), d.pad(), ReferenceCorruption(d, 0.7, max_masked=cap), np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        k = int(0.7 * 9) if cap == 0 else min(cap, int(0.7 * 9))
+        chosen = rng.permutation(9)[:max(k, 1)]
+        exp = t.clone()
+        for pos in chosen:
+            exp[pos] = masked_token_by_hand(int(t[pos]), rng, d)
+        assert pseudo is None and torch.equal(inp, exp)
+        assert labels.ne(d.pad()).sum() == max(k, 1) == (6 if cap == 0 else 2)
+        assert torch.equal(labels[torch.as_tensor(sorted(chosen))], t[torch.as_tensor(sorted(chosen))])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_reference_causal_rule_by_hand(seed):
+    """v0 (utils.py:115-135): the target block starts with [SEP] (pos_shift); every input after
+    the first is, on a coin flip with target_mask_prob, replaced by get_masked_token; labels clean."""
+    d = tiny_dictionary()
+    t = target_of(d)
+    method = get_method("causal", "reference")
+    start = method.start_token(d)
+    assert start == d.eos() and CAUSAL.start_token(d) == d.bos()
+    inp, labels, pseudo = method.target_input_and_labels(t, start, d.pad(), ReferenceCorruption(d, 0.5),
+                                                         np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    exp = torch.cat([torch.tensor([d.eos()]), t[:-1]])
+    for pos in range(1, len(exp)):
+        if rng.random() < 0.5:
+            exp[pos] = masked_token_by_hand(int(exp[pos]), rng, d)
+    assert pseudo is None and torch.equal(inp, exp) and torch.equal(labels, t)
+    # the paper setting: clean inputs after [CLS]
+    inp, labels, _ = CAUSAL.target_input_and_labels(t, d.bos(), d.pad(), PaperCorruption(d, 0.5),
+                                                    np.random.default_rng(seed))
+    assert torch.equal(inp, torch.cat([torch.tensor([d.bos()]), t[:-1]])) and torch.equal(labels, t)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_paper_rule_by_hand(seed):
+    """The paper's rule (our default): k = max(1, round(p n)) distinct slots, 80/10/10 with random
+    tokens from the vocabulary without specials; [P] slots all [MASK] (no pseudo tokens)."""
+    d = tiny_dictionary()
+    t = target_of(d, 9)
+    corruption = PaperCorruption(d, 0.5)
+    inp, labels, pseudo = MASKED.target_input_and_labels(t, d.bos(), d.pad(), corruption, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(9, size=round(0.5 * 9), replace=False)
+    exp = t.clone()
+    for pos, r in zip(chosen, rng.random(len(chosen))):
+        if r < 0.8:
+            exp[pos] = d.mask()
+        elif r < 0.9:
+            exp[pos] = int(corruption.random_pool[rng.integers(len(corruption.random_pool))])
+    assert pseudo is None and torch.equal(inp, exp)
+    assert labels.ne(d.pad()).sum() == len(chosen)
+    _, _, pseudo = PSEUDO_MASKED.target_input_and_labels(t, d.bos(), d.pad(), corruption, np.random.default_rng(seed))
+    assert pseudo is None
+
+
+def test_corruption_statistics_over_many_examples():
+    """~10k seeded examples: rate ~ p, 80/10/10, shared [P] replacement (reference), whole-vocabulary
+    random tokens (reference: specials do occur) vs no specials (paper)."""
+    d = tiny_dictionary(200)
+    t = torch.tensor([d.index(f"w{i}") for i in range(19)] + [d.eos()])
+    specials = {d.bos(), d.eos(), d.pad(), d.unk(), d.mask()}
+    p, n_examples = 0.6, 10_000
+    ref, paper = ReferenceCorruption(d, p), PaperCorruption(d, p)
+    counts = {"real": 0, "shared": 0, "mask": 0, "keep": 0, "random": 0, "special": 0, "paper_special": 0}
+    for seed in range(n_examples):
+        rng = np.random.default_rng(seed)
+        inp, _, pseudo = PSEUDO_MASKED.target_input_and_labels(t, d.bos(), d.pad(), ref, rng)
+        counts["real"] += int((inp.ne(t)).sum())
+        counts["shared"] += int((inp.ne(t) & inp.ne(pseudo)).sum())  # a corrupted real token not equal to its [P]
+        counts["mask"] += int(pseudo.eq(d.mask()).sum())
+        counts["keep"] += int(pseudo.eq(t).sum())
+        counts["random"] += int((pseudo.ne(t) & pseudo.ne(d.mask())).sum())
+        counts["special"] += sum(int(x) in specials - {d.mask()} for x in pseudo[pseudo.ne(t)])
+        inp_p, _, _ = MASKED.target_input_and_labels(t, d.bos(), d.pad(), paper, np.random.default_rng(seed))
+        counts["paper_special"] += sum(int(x) in specials - {d.mask()} for x in inp_p[inp_p.ne(t)])
+    slots = n_examples * len(t)
+    assert counts["shared"] == 0, "a corrupted real token differs from its [P]"
+    assert abs(counts["mask"] / slots - 0.8) < 0.01
+    # keep = the 10 % kept plus random draws that hit the token itself (1/V of 10 %)
+    assert abs(counts["keep"] / slots - 0.1) < 0.01 and abs(counts["random"] / slots - 0.1) < 0.01
+    # a real token is replaced w.p. p, and then differs from itself unless the replacement kept it
+    assert abs(counts["real"] / slots - p * 0.9) < 0.01
+    assert counts["special"] > 0 and counts["paper_special"] == 0
+
+
+@pytest.mark.parametrize("left_pad", [False, True], ids=["right_pad", "left_pad"])
+@torch.no_grad()
+def test_reference_causal_uses_pos_shift_in_training_and_decoding(left_pad):
+    """--corruption reference, causal: the source loses its closing [SEP] and the target block starts
+    with [SEP] (the reference's pos_shift); training, full recompute and the cache agree."""
+    model, d = tiny_model("causal", corruption="reference", seed=12, rel_pos_bins=16, max_rel_pos=24)
+    assert not model.decoder.method.source_closing_sep and model.encoder.method.start == "eos"
+    w = [d.index(f"w{i}") for i in range(6)]
+    body = torch.tensor([d.bos(), w[0], w[1], w[2], d.eos()])
+    pad = torch.full((2,), d.pad())
+    src = torch.cat([pad, body])[None] if left_pad else torch.cat([body, pad])[None]
+    tgt_in = torch.tensor([[d.eos(), w[3], w[4]]])
+    h = model.decoder.forward_packed(src, tgt_in)
+    # the same computation written as a plain packed sequence: [CLS] s | [SEP] t, positions 0..
+    tokens = torch.tensor([[d.bos(), w[0], w[1], w[2], d.eos(), w[3], w[4]]])
+    positions = torch.arange(7)[None]
+    types = torch.tensor([[0, 0, 0, 0, 1, 1, 1]])
+    mask = torch.ones(7, 7, dtype=torch.bool).tril()
+    mask[:4, :4] = True
+    ref, _ = model.stack(tokens, positions, types, mask[None])
+    assert (h - ref[:, 4:]).abs().max() <= 1e-5
+    # decoding: cached == full recompute, first step fed [SEP] after the source without its [SEP]
+    enc = model.encoder(src)
+    prev, state = torch.full((1, 1), d.eos()), {}
+    for nxt in (w[3], w[4], w[5]):
+        inc, _ = model.decoder(prev, encoder_out=enc, incremental_state=state)
+        full, _ = model.decoder(prev, encoder_out=enc)
+        assert (inc - full).abs().max() <= 1e-4
+        prev = torch.cat([prev, torch.tensor([[nxt]])], dim=1)
+    first = model.decoder.forward_packed(src, torch.tensor([[d.eos()]]))
+    assert (first[:, -1] - ref[:, 4]).abs().max() <= 1e-5

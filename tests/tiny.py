@@ -13,7 +13,7 @@ def tiny_dictionary(n_words=40):
 
 def tiny_model(method, dictionary=None, seed=0, type_vocab_size=2, hidden=32, layers=2, heads=4,
                max_source_positions=32, max_target_positions=16, rel_pos_bins=0, max_rel_pos=0,
-               source_type_id=0, target_type_id=1):
+               source_type_id=0, target_type_id=1, corruption="paper"):
     dictionary = dictionary or tiny_dictionary()
     torch.manual_seed(seed)
     cfg = UnilmSeq2SeqConfig()
@@ -24,7 +24,7 @@ def tiny_model(method, dictionary=None, seed=0, type_vocab_size=2, hidden=32, la
     cfg.max_source_positions, cfg.max_target_positions = max_source_positions, max_target_positions
     cfg.max_positions = max_source_positions + max_target_positions
     task = SimpleNamespace(source_dictionary=dictionary, target_dictionary=dictionary,
-                           cfg=SimpleNamespace(ft_method=method))
+                           cfg=SimpleNamespace(ft_method=method, corruption=corruption))
     model = UnilmSeq2SeqModel.build_model(cfg, task)
     if rel_pos_bins:  # a bias table far from its N(0, 0.02) init, so that it matters
         with torch.no_grad():
