@@ -100,8 +100,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import machine, minilm_path, setup_torch  # noqa: E402
 USER_DIR = os.path.join(REPO, "s2sft_fairseq")
-OURS = ("causal", "masked", "pseudo_masked")
-HF = ("hf_bert2bert", "hf_bertshare")
+OURS_FP32 = ("causal", "masked", "pseudo_masked")
+HF_FP32 = ("hf_bert2bert", "hf_bertshare")
+# "<config>_bf16": the same under bf16 autocast (ours: what --amp --cpu does, s2sft_fairseq.precision)
+OURS = OURS_FP32 + tuple(f"{m}_bf16" for m in OURS_FP32)
+HF = HF_FP32 + ("hf_bert2bert_bf16",)
+DEFAULT = HF_FP32 + OURS_FP32
 ALL = HF + OURS
 REFERENCE = "hf_bert2bert"
 CLOCK = time.perf_counter  # --clock thread: time.thread_time (CPU time of the calling thread)
@@ -183,11 +187,17 @@ class Runner:
         raise NotImplementedError
 
 
+def base_method(name):
+    return name[:-len("_bf16")] if name.endswith("_bf16") else name
+
+
 class OursRunner(Runner):
-    def __init__(self, method, path, data_dir, batches, lr=1e-4):
+    def __init__(self, name, path, data_dir, batches, lr=1e-4):
         from fairseq import optim, options, tasks, utils
         from fairseq.dataclass.utils import convert_namespace_to_omegaconf
-        self.name = method
+        self.name = name
+        self.bf16 = name.endswith("_bf16")
+        method = base_method(name)
         parser = options.get_training_parser()
         args = options.parse_args_and_arch(parser, input_args=[
             data_dir, "--user-dir", USER_DIR, "--task", "pseudo_masked_lm", "--arch", "unilm_seq2seq",
@@ -215,12 +225,14 @@ class OursRunner(Runner):
         B, S = src.shape
         T = tgt.size(1)
         from s2sft_fairseq.packing import get_method
-        L = get_method(self.method).num_slots(S, T)
+        L = get_method(base_method(self.method)).num_slots(S, T)
         P = int(s["loss_target"].ne(self.task.dictionary.pad()).sum())
         return dict(B=B, S=S, T=T, L=L, P=P, n_tgt=int(s["target"].ne(self.task.dictionary.pad()).sum()))
 
     def forward(self, i):
-        loss, _, _ = self.criterion(self.model, self.samples[i % len(self.samples)])
+        from s2sft_fairseq.precision import bf16_autocast
+        with bf16_autocast(self.bf16):
+            loss, _, _ = self.criterion(self.model, self.samples[i % len(self.samples)])
         return loss
 
     def step(self, i):
@@ -261,6 +273,7 @@ class HFRunner(Runner):
     def __init__(self, name, path, batches, lr=1e-4, eps=0.1):
         import torch
         self.name = name
+        self.bf16 = name.endswith("_bf16")
         self.model = build_hf(path, share=(name == "hf_bertshare"))
         self.model.train()
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=0.0,
@@ -280,9 +293,11 @@ class HFRunner(Runner):
         from fairseq.criterions.label_smoothed_cross_entropy import label_smoothed_nll_loss
         import torch.nn.functional as F
         s = self.samples[i % len(self.samples)]
-        out = self.model(input_ids=s["input_ids"], attention_mask=s["attention_mask"],
-                         decoder_input_ids=s["decoder_input_ids"],
-                         decoder_attention_mask=s["decoder_attention_mask"])
+        from s2sft_fairseq.precision import bf16_autocast
+        with bf16_autocast(self.bf16):
+            out = self.model(input_ids=s["input_ids"], attention_mask=s["attention_mask"],
+                             decoder_input_ids=s["decoder_input_ids"],
+                             decoder_attention_mask=s["decoder_attention_mask"])
         logits = out.logits
         lprobs = F.log_softmax(logits.float(), dim=-1).view(-1, logits.size(-1))
         loss, _ = label_smoothed_nll_loss(lprobs, s["labels"].reshape(-1, 1), self.eps,
@@ -329,10 +344,11 @@ def step_flops(name, shp, dims):
     return 3 * fwd
 
 
-def matmul_peak(torch, n=2048, reps=3, cache={}):
-    if n not in cache:
-        cache[n] = (torch.randn(n, n), torch.randn(n, n))
-    a, b = cache[n]
+def matmul_peak(torch, n=2048, reps=3, dtype=None, cache={}):
+    dtype = dtype or torch.float32
+    if (n, dtype) not in cache:
+        cache[n, dtype] = (torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype))
+    a, b = cache[n, dtype]
     a @ b
     best = float("inf")
     for _ in range(reps):
@@ -429,6 +445,8 @@ def run_timing(args, configs, torch):
     dims = model_dims(path)
     batches = Batches(dictionary, args.batch, args.src_len, args.tgt_len)
     peaks = [matmul_peak(torch)]
+    bf16 = any(c.endswith("_bf16") for c in configs)
+    peaks_bf16 = [matmul_peak(torch, dtype=torch.bfloat16)] if bf16 else []
     runners = {}
     for name in configs:
         t = time.perf_counter()
@@ -442,6 +460,8 @@ def run_timing(args, configs, torch):
     order = list(configs)
     for rnd in range(args.steps):
         peaks.append(matmul_peak(torch))
+        if bf16:
+            peaks_bf16.append(matmul_peak(torch, dtype=torch.bfloat16))
         for name in order:
             c0, w0 = time.process_time(), time.perf_counter()
             fwd, bwd, opt = runners[name].step(args.warmup + rnd)
@@ -468,7 +488,10 @@ def run_timing(args, configs, torch):
             "tok_s_median": shp["n_tgt"] / med,
             "flops": flops, "flops_s": flops / best_s, "shapes": shp,
         }
-    return results, max(peaks), peaks
+        peak = max(peaks_bf16) if name.endswith("_bf16") else max(peaks)
+        results[name]["peak"] = peak
+        results[name]["pct_peak"] = flops / best_s / peak
+    return results, max(peaks), peaks, (max(peaks_bf16) if peaks_bf16 else None)
 
 
 def run_profile(args, torch):
@@ -502,7 +525,7 @@ def format_table(res, mem, peak, args):
             f"| {name} | {r['params'] / 1e6:.2f}M | {r['step_s']:.3f} ({r['fwd_s']:.2f}/{r['bwd_s']:.2f}/{r['opt_s']:.2f}) "
             f"| {r['step_median_s']:.3f} | {r['tok_s']:.0f} | {r['tok_s'] / ref['tok_s']:.2f}× "
             f"| {r['tok_s_median'] / ref['tok_s_median']:.2f}× | {r['flops'] / 1e9:.0f} "
-            f"| {r['flops_s'] / 1e9:.1f} | {100 * r['flops_s'] / peak:.0f}% | {mem_s} | {mem_r} |")
+            f"| {r['flops_s'] / 1e9:.1f} | {100 * r['pct_peak']:.0f}% | {mem_s} | {mem_r} |")
     return "\n".join(lines)
 
 
@@ -519,7 +542,7 @@ def main():
     ap.add_argument("--clock", default="wall", choices=("wall", "thread"),
                     help="thread: CPU time of the main thread instead of wall time; needs --threads 1. "
                          "A contention-robust proxy on a busy machine (not the DESIGN §8 setting)")
-    ap.add_argument("--configs", default=",".join(ALL), help=f"comma list from {ALL}")
+    ap.add_argument("--configs", default=",".join(DEFAULT), help=f"comma list from {ALL}")
     ap.add_argument("--no-memory", action="store_true", help="skip the per-config memory subprocesses")
     ap.add_argument("--json", default="", help="also write the results here")
     ap.add_argument("--profile", default="", choices=("",) + ALL, help="profile one config and exit")
@@ -564,7 +587,7 @@ def main():
     mem = {} if args.no_memory else run_memory(args, configs)
     tie = tie_flag_check(torch, minilm_path())
     print(f"[tie] unique parameters: " + ", ".join(f"{k} {v / 1e6:.2f}M ({v})" for k, v in tie.items()), flush=True)
-    res, peak, peaks = run_timing(args, configs, torch)
+    res, peak, peaks, peak_bf16 = run_timing(args, configs, torch)
     load1 = os.getloadavg()
     table = format_table(res, mem, peak, args)
     print()
@@ -572,7 +595,7 @@ def main():
     print(f"date: {started:%Y-%m-%d %H:%M %Z}; machine: {machine()}; load avg start/end "
           f"{load0[0]:.2f}/{load1[0]:.2f}")
     print(f"optimizers (--optim {args.optim}): ours {OPTIM[args.optim]['ours']}, HF AdamW{OPTIM[args.optim]['hf'] or ''}")
-    print(f"batch {args.batch}, source {args.src_len}, target {args.tgt_len}, fp32, {args.threads} threads, "
+    print(f"batch {args.batch}, source {args.src_len}, target {args.tgt_len}, fp32 (*_bf16: bf16 autocast), {args.threads} threads, "
           f"{'wall' if args.clock == 'wall' else 'main-thread CPU'} time; "
           f"{args.warmup} warm-up + {args.steps} timed steps each, interleaved round-robin; throughput, "
           f"FLOP/s and ratios from each config's best step (least disturbed on a shared machine), "
@@ -581,11 +604,14 @@ def main():
         f"{n} {100 * r['cpu_util_best']:.0f}%" for n, r in res.items()))
     print(f"fp32 matmul peak (2048^3, {args.threads} threads, max over {len(peaks)} probes): {peak / 1e9:.1f} GFLOP/s "
           f"(probes {min(peaks) / 1e9:.0f}-{max(peaks) / 1e9:.0f})")
+    if peak_bf16:
+        print(f"bf16 matmul peak (2048^3, same probes): {peak_bf16 / 1e9:.1f} GFLOP/s; the % peak of *_bf16 rows "
+              "is against it")
     print(table)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"command": command, "date": started.isoformat(), "machine": machine(),
-                       "matmul_peak": peak, "matmul_probes": peaks, "tie_check": tie, "results": res,
+                       "matmul_peak": peak, "matmul_peak_bf16": peak_bf16, "matmul_probes": peaks, "tie_check": tie, "results": res,
                        "memory": mem, "load": [load0, load1]}, f, indent=1)
 
 

@@ -156,6 +156,16 @@ class WarmStartedSeq2SeqMixin:
     def max_decoder_positions(self):
         return self.cfg.max_target_positions
 
+    def prepare_for_inference_(self, cfg):
+        """fairseq-generate / -interactive call this once the model is loaded: apply the task's
+        ``--decode-precision`` (:func:`s2sft_fairseq.precision.prepare_for_decoding`)."""
+        from omegaconf import OmegaConf
+
+        from ..precision import prepare_for_decoding
+        super().prepare_for_inference_(cfg)
+        precision = OmegaConf.select(cfg, "task.decode_precision", default=None) if OmegaConf.is_config(cfg) else None
+        prepare_for_decoding(self, precision or "fp32")
+
 
 def set_tiny_sizes(cfg):
     """A 2-layer, 32-wide random stack for tests (ignored when a checkpoint sets the sizes)."""

@@ -213,15 +213,28 @@ class AttentionBlock(nn.Module):
         return self.attend(x, k, v, attn_mask)
 
     # ------------------------------------------------------------------ incremental decoding
-    def decode_weights(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def decode_weights(self):
         """One fused ``(3H, H)`` projection for query (pre-scaled by 1/sqrt(head_dim)), key and value.
 
-        Derived from the current weights; a decoding cache builds it once (per generate call)."""
+        Derived from the current weights; a decoding cache builds it once (per generate call) as a
+        ``(weight, bias)`` pair. After :meth:`freeze_decode_weights` it is that module instead."""
+        if getattr(self, "decode_qkv", None) is not None:
+            return self.decode_qkv
         mods = (self.query, self.key, self.value)
         scale = self.head_dim ** -0.5
         weight = torch.cat([self.query.weight * scale, self.key.weight, self.value.weight])
         biases = [m.bias if m.bias is not None else m.weight.new_zeros(m.weight.size(0)) for m in mods]
         return weight, torch.cat([biases[0] * scale, biases[1], biases[2]])
+
+    @torch.no_grad()
+    def freeze_decode_weights(self) -> None:
+        """Keep the fused decode-time projection as a module (``decode_qkv``), for a model that
+        will only decode from now on, e.g. so that quantization converts it with the others."""
+        weight, bias = self.decode_weights()
+        fused = nn.Linear(weight.size(1), weight.size(0)).to(weight.device, weight.dtype)
+        fused.weight.copy_(weight)
+        fused.bias.copy_(bias)
+        self.decode_qkv = fused
 
     def decode_attend(self, x, weights, tgt_k, tgt_v, cached: int, source: Optional[SourceMemory],
                       layer: int, bias: DecodeBias, last_only: bool) -> torch.Tensor:
@@ -235,7 +248,7 @@ class AttentionBlock(nn.Module):
         """
         R, n, H = x.shape
         h, d = self.num_heads, self.head_dim
-        q, k, v = F.linear(x, *weights).split(H, dim=-1)
+        q, k, v = (weights(x) if callable(weights) else F.linear(x, *weights)).split(H, dim=-1)
         tgt_k[:, :, cached:cached + n] = k.view(R, n, h, d).transpose(1, 2)
         tgt_v[:, :, cached:cached + n] = v.view(R, n, h, d).transpose(1, 2)
         xq = x[:, -1:] if last_only else x

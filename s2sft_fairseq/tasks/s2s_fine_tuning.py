@@ -26,6 +26,7 @@ from ..data import PairedExamplesDataset
 from ..errors import MissingFileError, S2SFTError
 from ..data.corruption import CORRUPTIONS
 from ..packing import METHOD_NAMES
+from ..precision import PRECISIONS, AutocastCriterion, on_cpu
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,9 @@ class S2SFineTuningConfig(FairseqDataclass):
         "help": "score = logprob / ((5+len)/6)^lenpen (GNMT, as s2s-ft) instead of fairseq's logprob / len^lenpen"})
     ngram_block_ignore: str = field(default="", metadata={
         "help": "space-separated tokens whose n-grams --no-repeat-ngram-size never blocks (s2s-ft: '.')"})
+    decode_precision: ChoiceEnum(PRECISIONS) = field(default="fp32", metadata={
+        "help": "fairseq-generate / -interactive on the CPU: fp32, bf16 (the whole model), or int8 (dynamic "
+                "quantization of the linear layers, torchao); README, 'Reduced precision on the CPU'"})
     seed: int = II("common.seed")
     dataset_impl: Optional[ChoiceEnum(("raw", "lazy", "cached", "mmap", "fasta", "huffman"))] = II("dataset.dataset_impl")
     train_subset: str = II("dataset.train_subset")
@@ -158,6 +162,27 @@ class S2SFineTuningTask(FairseqTask):
                         if cfg[key] != value:
                             cfg[key] = value
         return model
+
+    # ------------------------------------------------------------------ precision
+    def _cpu_amp(self, model, optimizer=None) -> bool:
+        """``--amp`` on the CPU: bf16 autocast (:mod:`s2sft_fairseq.precision`)."""
+        if optimizer is not None:
+            from fairseq.optim.amp_optimizer import AMPOptimizer
+            amp = isinstance(optimizer, AMPOptimizer)
+        else:
+            root = self.cfg._get_root() if OmegaConf.is_config(self.cfg) else None
+            amp = bool(OmegaConf.select(root, "common.amp", default=False)) if root is not None else False
+        return amp and on_cpu(model)
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        if self._cpu_amp(model, optimizer):
+            criterion = AutocastCriterion(criterion)
+        return super().train_step(sample, model, criterion, optimizer, update_num, ignore_grad)
+
+    def valid_step(self, sample, model, criterion):
+        if self._cpu_amp(model):
+            criterion = AutocastCriterion(criterion)
+        return super().valid_step(sample, model, criterion)
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
         """Token lists from fairseq-interactive (each ending in the end symbol ``encode_line``
