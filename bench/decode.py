@@ -20,6 +20,9 @@ generate call (encoder included), best of ``--reps``. Configurations:
   re-projected at every step, and whose cached states (source included) are reordered with the
   beam at every step: how the original s2s-ft decoder (``BertForSeq2SeqDecoder`` with
   ``prev_embedding`` / ``prev_encoded_layers``) works. Implemented below as a decoder subclass.
+* ``ours_bf16`` / ``ours_int8`` (and ``ours_causal_*``): ``ours`` after ``--decode-precision bf16``
+  (the whole model in bf16) or ``int8`` (torchao dynamic quantization of the linear layers);
+  ``hf_bf16``: the HF model in bf16 (not in the default set; ``--configs``).
 * ``hf``: Hugging Face ``EncoderDecoderModel`` (BERT2BERT from two ``BertConfig`` of the same size,
   random weights, decoder with cross-attention), ``generate(num_beams=..., use_cache=True)``;
   ``hf_nocache`` (``use_cache=False``) only at N = 16 (it is slow).
@@ -143,7 +146,7 @@ def make_data_dir(path):
 
 
 class Ours:
-    def __init__(self, name, path, data_dir, method, variant, max_tgt):
+    def __init__(self, name, path, data_dir, method, variant, max_tgt, precision="fp32"):
         import torch
         from fairseq import options, tasks, utils
         from fairseq.dataclass.utils import convert_namespace_to_omegaconf
@@ -167,6 +170,8 @@ class Ours:
             m.encoder = enc_cls(m.encoder.dictionary, m.stack)
             m.decoder = dec_cls(m.decoder.dictionary, m.stack, m.decoder.method, m.decoder.max_target_positions)
         self.model.eval()
+        from s2sft_fairseq.precision import prepare_for_decoding
+        prepare_for_decoding(self.model, precision)  # what --decode-precision does
         self.dictionary = self.task.dictionary
 
     def generate(self, src, beam, n):
@@ -184,7 +189,7 @@ class Ours:
 
 
 class HF:
-    def __init__(self, name, dictionary, use_cache):
+    def __init__(self, name, dictionary, use_cache, bf16=False):
         import torch
         from transformers import BertConfig, BertLMHeadModel, BertModel, EncoderDecoderModel
         self.name, self.use_cache = name, use_cache
@@ -194,6 +199,8 @@ class HF:
         enc = BertModel(BertConfig(**size), add_pooling_layer=False)
         dec = BertLMHeadModel(BertConfig(**size, is_decoder=True, add_cross_attention=True))
         self.model = EncoderDecoderModel(encoder=enc, decoder=dec).eval()
+        if bf16:  # the whole model in bf16 (generate computes its scores in fp32)
+            self.model.to(torch.bfloat16)
         for c in (self.model.config, self.model.generation_config):
             c.decoder_start_token_id = dictionary.bos()
             c.pad_token_id = dictionary.pad()
@@ -286,6 +293,11 @@ def main():
         "hidden": lambda: Ours("hidden", path, data_dir, "pseudo_masked", "hidden", max_tgt),
         "hf": lambda: HF("hf", dictionary, True),
         "hf_nocache": lambda: HF("hf_nocache", dictionary, False),
+        "ours_bf16": lambda: Ours("ours_bf16", path, data_dir, "pseudo_masked", "cached", max_tgt, "bf16"),
+        "ours_int8": lambda: Ours("ours_int8", path, data_dir, "pseudo_masked", "cached", max_tgt, "int8"),
+        "ours_causal_bf16": lambda: Ours("ours_causal_bf16", path, data_dir, "causal", "cached", max_tgt, "bf16"),
+        "ours_causal_int8": lambda: Ours("ours_causal_int8", path, data_dir, "causal", "cached", max_tgt, "int8"),
+        "hf_bf16": lambda: HF("hf_bf16", dictionary, True, bf16=True),
     }
     runners = {name: builders[name]() for name in names}
     g = torch.Generator().manual_seed(1234)

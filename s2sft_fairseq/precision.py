@@ -77,4 +77,4 @@ def _quantize_int8(model) -> None:
         if isinstance(module, AttentionBlock):
             module.freeze_decode_weights()
     quantize_(model, Int8DynamicActivationInt8WeightConfig(),
-              filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and m.in_features >= 16)
+              filter_fn=lambda m, fqn: type(m) is torch.nn.Linear)  # not the position-bias table

@@ -76,11 +76,15 @@ def attention(q, k, v, mask, dropout_p: float = 0.0) -> torch.Tensor:
     ``_safe_softmax``'s extra passes; written out, the keep mask is :func:`keep_mask`, the
     ``1 / (1 - p)`` scale is applied to the ``(n, d)`` output instead of the ``(n, m)``
     probabilities, and an additive mask is added in place (``BertStack.forward`` builds it once).
-    Same distribution of results as ``F.dropout`` on the probabilities.
+    Same distribution of results as ``F.dropout`` on the probabilities. Under bf16 autocast the
+    scores are taken to fp32 before the mask and the softmax (the matmuls stay bf16); SDPA
+    accumulates its softmax in fp32 itself.
     """
     if dropout_p == 0.0 or q.device.type != "cpu":
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
     scores = torch.matmul(q * q.size(-1) ** -0.5, k.transpose(-1, -2))
+    if scores.dtype != torch.float32:  # bf16 autocast: mask, softmax and dropout in fp32
+        scores = scores.float()
     if mask is not None:
         if mask.dtype == torch.bool:
             scores.masked_fill_(~mask, float("-inf"))

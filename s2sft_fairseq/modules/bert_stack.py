@@ -153,7 +153,9 @@ class LMHead(nn.Module):
         share(self, "word_embeddings", word_embeddings)  # tied, registered in Embeddings
 
     def transform(self, x):
-        return self.layer_norm(self.act(self.dense(x)))
+        h = self.act(self.dense(x))
+        # under bf16 autocast the dense output is bf16: the LayerNorm runs in its weights' dtype (fp32)
+        return self.layer_norm(h.to(self.layer_norm.weight.dtype))
 
     def forward(self, x):
         return F.linear(self.transform(x), self.word_embeddings.weight, self.bias)
