@@ -17,15 +17,15 @@ raised inside ``torch.load`` (its frames are in ``torch.serialization``), fairse
 while upgrading an old checkpoint's config) keeps its traceback; ``S2SFT_TRACEBACK=1`` shows the
 traceback (and the original exception) for the converted ones too. Nothing here loosens what is loaded: fairseq's
 ``torch.load`` call still runs with torch's default ``weights_only=True``, so a pickle that would
-run code is refused before any of it runs; the wrapper only rewords the refusal.
+run code is refused before any of it runs; the wrapper only rewords the refusal, in the words
+:func:`.safe_loading.describe_load_failure` uses for the importer too.
 """
 import functools
-import pickle
-import re
 
 from fairseq import checkpoint_utils
 
 from .errors import S2SFTError
+from .safe_loading import describe_load_failure
 
 
 class CheckpointFileError(S2SFTError):
@@ -34,39 +34,6 @@ class CheckpointFileError(S2SFTError):
 
 class CheckpointNotFoundError(CheckpointFileError, FileNotFoundError):
     """No file at the checkpoint path (still the ``OSError`` fairseq raised, for callers that catch it)."""
-
-
-# torch names the refused global as "GLOBAL posix.system" (or "but got <class 'x.y'>")
-_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)|but got <class '([\w.]+)'>")
-_WEIGHTS_ONLY = "Weights only load failed"
-
-
-def _first_sentence(text: str, limit: int = 160) -> str:
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    cut = line.find(". ")
-    if 0 < cut < len(line) - 2:
-        line = line[:cut]
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def describe_load_failure(path: str, exc: BaseException) -> str:
-    """One line saying why ``torch.load`` could not read ``path`` (no advice to switch checks off)."""
-    text = str(exc)
-    if isinstance(exc, pickle.UnpicklingError) and _WEIGHTS_ONLY in text:
-        m = _REFUSED_GLOBAL.search(text)
-        if m:
-            why = f"it needs the Python global {m.group(1) or m.group(2)!r}, which is not allow-listed"
-        else:
-            detail = text.split("WeightsUnpickler error:", 1)[1] if "WeightsUnpickler error:" in text else ""
-            why = f"the weights-only unpickler does not accept it ({_first_sentence(detail) or 'unsupported content'})"
-        return (f"{path}: refused to load the checkpoint: {why}. Checkpoints are read with "
-                "torch.load(weights_only=True): only tensors, plain containers and the globals fairseq "
-                "checkpoints need are accepted, so nothing in the file was executed")
-    if isinstance(exc, OSError) and getattr(exc, "strerror", None):
-        return f"{path}: cannot open the checkpoint ({exc.strerror})"
-    detail = _first_sentence(text)
-    kind = type(exc).__name__ + (f": {detail}" if detail else "")
-    return f"{path}: cannot read the checkpoint: the file is truncated, corrupt or not a PyTorch checkpoint ({kind})"
 
 
 def _raised_in_torch_load(exc: BaseException) -> bool:
@@ -155,5 +122,5 @@ def install_not_found_guard() -> None:
             checkpoint_utils.load_model_ensemble_and_task)
 
 
-__all__ = ["CheckpointFileError", "CheckpointNotFoundError", "describe_load_failure", "install_not_found_guard",
-           "install_read_guard", "installed"]
+__all__ = ["CheckpointFileError", "CheckpointNotFoundError", "install_not_found_guard", "install_read_guard",
+           "installed"]

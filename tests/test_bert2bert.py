@@ -8,7 +8,7 @@ import torch
 
 import s2sft_fairseq  # noqa: F401 - registers the components
 from fairseq.data import Dictionary
-from s2sft_fairseq.checkpoints.importer import load_pretrained
+from s2sft_fairseq.checkpoints import load_pretrained
 from s2sft_fairseq.models.bert2bert import (
     Bert2BertConfig, Bert2BertModel, CrossAttention,
 )

@@ -1,4 +1,5 @@
-"""What the importer does with checkpoints that do not simply fit (DESIGN §4).
+"""What the importer does with checkpoints that do not simply fit (README, 'Supported
+checkpoints').
 
 Missing MLM head and short position tables are handled and logged; everything else that does
 not fit is a :class:`CheckpointError` (or a ``VocabularyMismatchError`` for the data's
@@ -14,7 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import checkpoint_factory as cf
-from s2sft_fairseq.checkpoints.importer import CheckpointError, load_into_stack, load_pretrained
+from s2sft_fairseq.checkpoints import CheckpointError, load_into_stack, load_pretrained
 from s2sft_fairseq.checkpoints.vocab import CheckpointDictionary, VocabularyMismatchError
 from s2sft_fairseq.modules.bert_stack import BertStack
 

@@ -1,11 +1,13 @@
-"""Imported checkpoints compute what their reference implementation computes (DESIGN §4).
+"""Imported checkpoints compute what their reference implementation computes (README,
+'Supported checkpoints').
 
 Every family is built as a tiny random model (``checkpoint_factory``), saved to disk the way
 users have it, imported the way a user's run imports it (``load_pretrained`` -> ``BertStack`` ->
 ``load_into_stack``) and compared with ``transformers`` (or fairseq itself for ``model.pt``) on a
 right-padded batch in eval mode: last hidden states and, where the checkpoint has an MLM head,
 MLM logits, over the non-pad positions. The real all-MiniLM-L6-v2 is compared with
-``transformers.BertModel``. ``transformers`` is an oracle for padding masks only (DESIGN §2).
+``transformers.BertModel``. ``transformers`` is an oracle for padding masks only: its
+``BertModel`` ignores a per-example 4-D attention mask (README, 'Tests').
 
 Also here: the dictionary bridge (checkpoint vocabulary <-> fairseq ``Dictionary``), the fairseq
 model built from a checkpoint (one stack, every parameter once) and the ``s2sft-import`` CLI.
@@ -17,7 +19,7 @@ import torch
 
 import checkpoint_factory as cf
 from s2sft_fairseq.checkpoints import cli
-from s2sft_fairseq.checkpoints.importer import load_into_stack, load_pretrained
+from s2sft_fairseq.checkpoints import load_into_stack, load_pretrained
 from s2sft_fairseq.checkpoints.vocab import (
     CheckpointDictionary, VocabularyMismatchError, check_dictionary_matches, load_task_dictionary,
 )

@@ -1,4 +1,5 @@
-"""Pickles are never trusted: weights_only loading with a minimal allow-list (DESIGN §4).
+"""Pickles are never trusted: weights_only loading with a minimal allow-list (README, 'What
+happens with bad input').
 
 * a ``pytorch_model.bin`` / ``model.pt`` whose unpickling would run code is refused by the
   importer (CheckpointError) and the code does not run;
@@ -22,7 +23,7 @@ import torch
 import checkpoint_factory as cf
 import s2sft_fairseq  # noqa: F401  (registers the allow-list, as --user-dir does)
 from s2sft_fairseq import safe_loading
-from s2sft_fairseq.checkpoints.importer import CheckpointError, load_pretrained
+from s2sft_fairseq.checkpoints import CheckpointError, load_pretrained
 
 
 class Exploit:

@@ -8,7 +8,7 @@
 
 ``DIR`` is anything ``--pretrained-checkpoint`` accepts: a Hugging Face directory or a fairseq
 RoBERTa / XLM-R ``model.pt`` (+ ``dict.txt``). The exported dictionary lists the checkpoint's
-vocabulary row for row (DESIGN §4); hand it to ``fairseq-preprocess --srcdict/--tgtdict``
+vocabulary row for row (README, 'Supported checkpoints'); hand it to ``fairseq-preprocess --srcdict/--tgtdict``
 (``s2sft-prepare`` does that for you). Exit status 1 with a one-line message on a checkpoint or
 dictionary error.
 """
@@ -17,7 +17,8 @@ import logging
 import os
 import sys
 
-from .importer import CheckpointError, expected_shapes, load_pretrained
+from .common import CheckpointError, expected_shapes
+from .formats import load_pretrained
 from .vocab import VocabularyMismatchError, check_dictionary_matches, load_task_dictionary
 
 

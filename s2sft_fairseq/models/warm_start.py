@@ -13,7 +13,7 @@ import torch
 from fairseq.dataclass import FairseqDataclass
 from omegaconf import II
 
-from ..checkpoints.importer import CheckpointError, load_into_stack, load_pretrained
+from ..checkpoints import CheckpointError, load_into_stack, load_pretrained
 from ..checkpoints.vocab import check_dictionary_matches
 from ..modules.bert_stack import BertStack, StackConfig
 from ..packing import PSEUDO_MASKED, Method, get_method

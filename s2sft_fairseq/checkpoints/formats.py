@@ -1,0 +1,43 @@
+"""Which checkpoint formats ``--pretrained-checkpoint`` accepts, and :func:`load_pretrained`,
+which picks one by what is on disk.
+
+Each format is a module with ``DESCRIPTION`` (what the user points at, for error messages),
+``recognises(path)`` and ``load(path) -> PretrainedCheckpoint``: :mod:`.huggingface` and
+:mod:`.fairseq_roberta` (README, 'Supported checkpoints'). A new format (e.g. s2s-ft's own raw
+``.bin`` state dicts) is one more such module, added to :data:`FORMATS`; the first format that
+recognises the path reads it, so put the more specific test first. Everything after reading
+(validation, notes, copying into the stack) is shared, in :mod:`.common`.
+"""
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from . import fairseq_roberta, huggingface
+from .common import CheckpointError, PretrainedCheckpoint
+
+
+@dataclass(frozen=True)
+class CheckpointFormat:
+    name: str
+    description: str
+    recognises: Callable[[str], bool]
+    load: Callable[[str], PretrainedCheckpoint]
+
+    @classmethod
+    def of(cls, module) -> "CheckpointFormat":
+        return cls(module.__name__.rsplit(".", 1)[-1], module.DESCRIPTION, module.recognises, module.load)
+
+
+#: tried in order: the first whose ``recognises`` accepts the path reads it
+FORMATS = (CheckpointFormat.of(huggingface), CheckpointFormat.of(fairseq_roberta))
+
+
+def load_pretrained(path: str) -> PretrainedCheckpoint:
+    """Read any supported checkpoint from disk (no network)."""
+    if not path or not os.path.exists(path):
+        expected = ", or ".join(f.description for f in FORMATS)
+        raise CheckpointError(f"pretrained checkpoint {path!r} does not exist (expected {expected})")
+    for fmt in FORMATS:
+        if fmt.recognises(path):
+            return fmt.load(path)
+    raise CheckpointError(f"{path}: neither " + " nor ".join(f.description for f in FORMATS))
