@@ -167,7 +167,7 @@ class Ours:
         elif variant == "hidden":
             enc_cls, dec_cls = hidden_state_variant()
             m = self.model
-            m.encoder = enc_cls(m.encoder.dictionary, m.stack)
+            m.encoder = enc_cls(m.encoder.dictionary, m.stack, m.decoder.method)
             m.decoder = dec_cls(m.decoder.dictionary, m.stack, m.decoder.method, m.decoder.max_target_positions)
         self.model.eval()
         from s2sft_fairseq.precision import prepare_for_decoding
