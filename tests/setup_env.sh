@@ -11,7 +11,7 @@ PY="$VENV/bin/python"
 STAMP="$VENV/.s2sft-installed"
 want="$(cat "$ROOT/requirements.txt" "$ROOT/setup.py" | sha1sum | cut -c1-12)"
 
-# Real offline data sets (DESIGN §7): WordNet and the KJV / WEB SWORD modules, from Debian.
+# Real offline data sets (README, "Setup"): WordNet and the KJV / WEB SWORD modules, from Debian.
 # Checked on every run (cheap), before the venv stamp, so a machine with a venv but without
 # the packages still gets them.
 APT_PKGS="wordnet-base sword-text-kjv sword-text-web"

@@ -1,4 +1,4 @@
-"""bert2bert / BERTShare (Rothe et al., DESIGN §5): warm start, sharing, cache, CLI end to end."""
+"""bert2bert / BERTShare (Rothe et al., docs/design.md §5): warm start, sharing, cache, CLI end to end."""
 import os
 import re
 import types

@@ -1,4 +1,4 @@
-"""Oracle tests of the incremental decoder (DESIGN §3, issue 4).
+"""Oracle tests of the incremental decoder (docs/design.md §4).
 
 For every fine-tuning method, a tiny random model in eval mode: the cached decoder's next-token
 log-probabilities equal a full forward pass over the packed sequence built exactly as in training

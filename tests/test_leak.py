@@ -1,4 +1,4 @@
-"""Perturbation tests: a position cannot see what the s2s-ft mask forbids (DESIGN §2).
+"""Perturbation tests: a position cannot see what the s2s-ft mask forbids (s2s-ft §2; docs/design.md §2).
 
 transformers cannot be the oracle for these masks (its BertModel ignores a per-example 4-D mask
 in 5.23), so each test changes one input and checks exactly which outputs move.

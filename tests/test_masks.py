@@ -1,4 +1,4 @@
-"""Packed layout per method equals matrices written out by hand (DESIGN §2, s2s-ft Fig. 2)."""
+"""Packed layout per method equals matrices written out by hand (docs/design.md §2, s2s-ft Fig. 2)."""
 import torch
 
 from s2sft_fairseq.packing import pack, seq2seq_mask

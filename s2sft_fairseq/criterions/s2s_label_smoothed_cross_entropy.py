@@ -1,4 +1,4 @@
-"""Label-smoothed cross-entropy on the slots each s2s-ft method predicts (DESIGN §2).
+"""Label-smoothed cross-entropy on the slots each s2s-ft method predicts (s2s-ft §2; docs/design.md §2).
 
 The model returns hidden states of the predicting slots; only the slots with a label
 (``sample["loss_target"] != pad``) go through the tied output layer, so the vocabulary

@@ -1,4 +1,4 @@
-"""``bert2bert``: the Rothe et al. (2020) warm-started encoder-decoder baseline (DESIGN §5).
+"""``bert2bert``: the Rothe et al. (2020) warm-started encoder-decoder baseline (Rothe et al.; docs/design.md §5).
 
 Encoder and decoder are both :class:`BertStack` s warm-started from the same checkpoint
 (:func:`build_stack_from_config`, shared with ``unilm_seq2seq``):
@@ -25,7 +25,7 @@ Variants:
   (``model.stack``), and the two roles hold unregistered references, as in ``unilm_seq2seq``,
   so each shared tensor appears exactly once in the state dict.
 
-Inputs (choices written down per DESIGN's preamble):
+Inputs (choices the paper leaves open, written down here):
 
 * Token types: 0 on both sides. Rothe et al. initialise the decoder from the plain BERT
   checkpoint and feed it as a single segment; ``BertLMHeadModel`` defaults to type 0 and

@@ -1,4 +1,4 @@
-"""Metric functions used by ``s2sft-score`` (DESIGN §6). All scores are returned ×100.
+"""Metric functions used by ``s2sft-score`` (README, "Scoring"). All scores are returned ×100.
 
 * :func:`rouge` — ``rouge-score`` ROUGE-1/2/L/Lsum F1, averaged over examples. English uses
   rouge-score's own tokenizer with the Porter stemmer (as in the summarization literature);
