@@ -15,6 +15,11 @@ stock flag keeps fairseq's meaning; two s2s-ft options are added:
 ``--min-len`` is fairseq's (the end symbol is forbidden while fewer than ``min_len`` tokens
 precede it), which is also s2s-ft's ``min_len``.
 
+``--reference-beam-search`` replaces fairseq's beam loop by the public s2s-ft code's rule (finished
+hypotheses hold beam slots, no early stopping, unfinished hypotheses compete at the maximum
+length, its length penalty and maximum-length convention): see
+:mod:`s2sft_fairseq.reference_beam_search`.
+
 n-gram blocking always uses :class:`NGramBlocker` here, also without an ignore list: fairseq
 0.12's CPU fallback of ``NGramRepeatBlock`` compares the *padding* at the end of its token
 buffer instead of the last generated tokens and so never blocks anything
@@ -113,14 +118,31 @@ class RowTopKBeamSearch(BeamSearch):
 
 
 class S2SSequenceGenerator(SequenceGenerator):
-    def __init__(self, models, tgt_dict, gnmt_length_penalty=False, ngram_block_ignore=(), **kwargs):
+    def __init__(self, models, tgt_dict, gnmt_length_penalty=False, ngram_block_ignore=(),
+                 reference_beam_search=False, **kwargs):
         super().__init__(models, tgt_dict, **kwargs)
         if type(self.search) is BeamSearch:  # plain beam search (not sampling, diverse, constrained...)
             self.search = RowTopKBeamSearch(tgt_dict)
+        self.reference_beam_search = bool(reference_beam_search)
+        if self.reference_beam_search:
+            if type(self.search) is not RowTopKBeamSearch or self.match_source_len:
+                raise ValueError(f"--reference-beam-search is plain beam search; it cannot be combined with "
+                                 f"{type(self.search).__name__} (--sampling, --diverse-beam-groups, --diversity-rate, "
+                                 "--match-source-len, --constraints or a prefix-allowed-tokens function)")
+            if self.lm_model is not None:
+                raise ValueError("--reference-beam-search does not support a language model (--lm-path)")
         self.gnmt_length_penalty = bool(gnmt_length_penalty)
         self.ngram_block_ignore = sorted(set(int(i) for i in ngram_block_ignore))
         size = kwargs.get("no_repeat_ngram_size", 0) or 0
         self.repeat_ngram_blocker = NGramBlocker(size, self.ngram_block_ignore) if size > 0 else None
+
+    def _generate(self, sample, prefix_tokens=None, constraints=None, bos_token=None):
+        if not self.reference_beam_search:
+            return super()._generate(sample, prefix_tokens, constraints, bos_token)
+        if prefix_tokens is not None or constraints is not None:
+            raise ValueError("--reference-beam-search does not support prefix tokens (--prefix-size) or --constraints")
+        from .reference_beam_search import reference_beam_search
+        return reference_beam_search(self, sample, bos_token)
 
     def finalize_hypos(self, step, bbsz_idx, eos_scores, tokens, scores, finalized: List, *args, **kwargs):
         """fairseq's finalisation; with the GNMT option the sentence score is re-normalised.

@@ -60,6 +60,11 @@ class S2SFineTuningConfig(FairseqDataclass):
     decode_precision: ChoiceEnum(PRECISIONS) = field(default="fp32", metadata={
         "help": "fairseq-generate / -interactive on the CPU: fp32, bf16 (the whole model), or int8 (dynamic "
                 "quantization of the linear layers, torchao); README, 'Reduced precision on the CPU'"})
+    reference_beam_search: bool = field(default=False, metadata={
+        "help": "beam search as the public s2s-ft code decodes: finished hypotheses hold beam slots, no early "
+                "stopping, unfinished ones compete at the maximum length; score = logprob, or "
+                "logprob / ((5+len)/6)^lenpen when --lenpen > 0 (the reference's default is --lenpen 0); "
+                "--max-len-b counts decoding steps including the end token (the reference's --max_tgt_length)"})
     seed: int = II("common.seed")
     dataset_impl: Optional[ChoiceEnum(("raw", "lazy", "cached", "mmap", "fasta", "huffman"))] = II("dataset.dataset_impl")
     train_subset: str = II("dataset.train_subset")
@@ -289,7 +294,8 @@ class S2SFineTuningTask(FairseqTask):
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, prefix_allowed_tokens_fn=None):
         """fairseq's generator construction with :class:`S2SSequenceGenerator` as the class:
-        every stock flag keeps its meaning, plus --gnmt-length-penalty and --ngram-block-ignore."""
+        every stock flag keeps its meaning, plus --gnmt-length-penalty, --ngram-block-ignore and
+        --reference-beam-search (which gives --lenpen and --max-len-b the reference's meaning)."""
         from ..sequence_generator import S2SSequenceGenerator
         extra = dict(extra_gen_cls_kwargs or {})
         if seq_gen_cls is None:
@@ -305,5 +311,13 @@ class S2SFineTuningTask(FairseqTask):
                 logger.warning("--ngram-block-ignore has no effect without --no-repeat-ngram-size")
             extra.setdefault("gnmt_length_penalty", self.cfg.gnmt_length_penalty)
             extra.setdefault("ngram_block_ignore", ignore)
+            extra.setdefault("reference_beam_search", self.cfg.reference_beam_search)
+            if self.cfg.reference_beam_search:
+                lenpen = getattr(args, "lenpen", 1)
+                penalty = ("none (raw sum of log-probabilities)" if getattr(args, "unnormalized", False) or lenpen <= 0
+                           else f"GNMT ((5+len)/6)^{lenpen}")
+                logger.info(f"reference beam search: beam {getattr(args, 'beam', 5)}, length penalty {penalty}, at most "
+                            f"{getattr(args, 'max_len_a', 0)}*src_len+{getattr(args, 'max_len_b', 200)} steps incl. the end "
+                            "token (capped by --max-target-positions)")
         return super().build_generator(models, args, seq_gen_cls=seq_gen_cls,
                                        extra_gen_cls_kwargs=extra, prefix_allowed_tokens_fn=prefix_allowed_tokens_fn)
