@@ -161,7 +161,7 @@ def reference_beam_search(generator, sample: Dict[str, Dict[str, Tensor]],
         dead = torch.isinf(cum)  # fewer than K finite candidates: the slot holds nothing
         ended = words.view(-1).eq(generator.eos) | dead
         last = step == steps - 1
-        output = (ended & ~dead) | (~ended if last else torch.zeros_like(ended))
+        output = ~dead if last else ended & ~dead  # the step limit: the unfinished entries compete too
         if bool(output.any()):
             rows = output.nonzero().squeeze(1)
             pool.add(sentence_of[torch.div(rows, K, rounding_mode="floor")].tolist(), tokens[rows, 1: step + 2],
