@@ -510,6 +510,48 @@ def run_profile(args, torch):
                                                              row_limit=args.profile_rows))
 
 
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
+              "aten::_scaled_dot_product_flash_attention_for_cpu",
+              "aten::_scaled_dot_product_flash_attention_for_cpu_backward"}
+
+
+def matmul_share(args, torch, name):
+    """Fraction of an fp32 training step's op time spent in matrix multiplications (profiler,
+    self time of the matmul kernels over the self time of all ops), for the Amdahl bound."""
+    from torch.profiler import ProfilerActivity, profile
+    path = minilm_path()
+    data_dir, dictionary = make_data_dir(path)
+    batches = Batches(dictionary, args.batch, args.src_len, args.tgt_len)
+    r = build_runner(name, path, data_dir, batches)
+    for i in range(max(args.warmup, 1)):
+        r.step(i)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(args.profile_steps):
+            r.step(i)
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    mm = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
+    return mm / total
+
+
+def run_amdahl(args, torch, configs):
+    """The Amdahl bound of bf16 autocast for each fp32 config: 1 / ((1 - f) + f / s) with f its
+    matmul share (profile) and s = bf16 / fp32 matmul peak (measured here); and 80 % of it."""
+    peak32 = max(matmul_peak(torch) for _ in range(5))
+    peak16 = max(matmul_peak(torch, dtype=torch.bfloat16) for _ in range(5))
+    s = peak16 / peak32
+    print(f"matmul peaks: fp32 {peak32 / 1e9:.0f}, bf16 {peak16 / 1e9:.0f} GFLOP/s (s = {s:.2f})")
+    print("| config | matmul share f (fp32 profile) | Amdahl bound 1/((1-f)+f/s) | 80 % of it |")
+    print("|---|---:|---:|---:|")
+    out = {}
+    for name in configs:
+        f = matmul_share(args, torch, name)
+        bound = 1.0 / ((1.0 - f) + f / s)
+        out[name] = {"f": f, "bound": bound}
+        print(f"| {name} | {f:.3f} | {bound:.2f}× | {0.8 * bound:.2f}× |", flush=True)
+    return out
+
+
 # ---------------------------------------------------------------------------------------- report
 def format_table(res, mem, peak, args):
     ref = res[REFERENCE]
@@ -547,6 +589,8 @@ def main():
     ap.add_argument("--json", default="", help="also write the results here")
     ap.add_argument("--profile", default="", choices=("",) + ALL, help="profile one config and exit")
     ap.add_argument("--profile-steps", type=int, default=3)
+    ap.add_argument("--amdahl", action="store_true",
+                    help="profile the fp32 --configs and print the Amdahl bound of bf16 autocast for each")
     ap.add_argument("--profile-rows", type=int, default=30)
     ap.add_argument("--optim", default="fused", choices=sorted(OPTIM),
                     help="fused: torch_adamw vs HF AdamW(fused=True); legacy: fairseq adam vs AdamW()")
@@ -573,6 +617,8 @@ def main():
     sys.path.insert(0, REPO)
     if args.profile:
         return run_profile(args, torch)
+    if args.amdahl:
+        return run_amdahl(args, torch, [c for c in args.configs.split(",") if c in OURS_FP32 + HF_FP32])
     configs = [c for c in args.configs.split(",") if c]
     if REFERENCE not in configs:
         configs.insert(0, REFERENCE)
