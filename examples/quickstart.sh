@@ -2,14 +2,32 @@
 # The main job, from a fresh machine: set up, fine-tune the real MiniLM (all-MiniLM-L6-v2) with
 # s2s-ft pseudo-masked fine-tuning on WordNet definition modelling ("word : example" ->
 # definition, Debian wordnet-base), decode with beam search and the key/value cache, score, and
-# print the results beside trivial baselines. Budget: <= 20 minutes on 2 CPU cores incl. setup.
+# print the results beside trivial baselines, a few test examples and where the loss curve is.
+# Budget: <= 20 minutes on 2 CPU cores incl. setup.
 #
 #   bash examples/quickstart.sh               # defaults below
 #   TRAIN_MINUTES=30 BEAM=5 bash examples/quickstart.sh
+#   TRAIN_MINUTES=1 MAX_UPDATE=30 LOG_INTERVAL=5 VALID_EVERY=10 TEST_N=50 WORK=/tmp/qs bash examples/quickstart.sh  # smoke test
+#
+# Settings (environment):
+#   WORK           data, checkpoints, logs and results                    [examples/work/quickstart]
+#   TRAIN_MINUTES  training budget (--stop-time-hours; validation counts in it)                [9]
+#   MAX_UPDATE     update budget (and the end of the learning-rate decay)                   [3000]
+#   METHOD         pseudo_masked | masked | causal                                   [pseudo_masked]
+#   VALID_N        size of the fixed validation subset (evenly spaced valid pairs)              [300]
+#   VALID_EVERY    validate every VALID_EVERY updates (0 = no validation)                      [100]
+#   LOG_INTERVAL   log the train loss every LOG_INTERVAL updates                                [50]
+#   BEAM           beam size                                                                     [5]
+#   TEST_N         decode the first TEST_N test pairs (0 = all 2,333)                            [0]
+#   SAMPLES        test examples shown under the scores (a seeded random sample)                 [8]
+#
+# Outputs in $WORK: results.md (scores, training and validation time, samples), loss_curve.png,
+# checkpoints/train.log (fairseq-train's log), checkpoints/tensorboard/ (open with
+# `.venv/bin/tensorboard --logdir $WORK/checkpoints/tensorboard`), generate-test.txt.
 #
 # Re-running reuses the data and *continues* training from $WORK/checkpoints/checkpoint_last.pt
-# (fairseq's resume; another TRAIN_MINUTES of updates, up to MAX_UPDATE); delete that folder to
-# start over.
+# (fairseq's resume; another TRAIN_MINUTES of updates, up to MAX_UPDATE; the log and the curve
+# continue too); delete that folder to start over.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${WORK:-$ROOT/examples/work/quickstart}"
@@ -17,6 +35,11 @@ TRAIN_MINUTES="${TRAIN_MINUTES:-9}"
 MAX_UPDATE="${MAX_UPDATE:-3000}"
 BEAM="${BEAM:-5}"
 METHOD="${METHOD:-pseudo_masked}"
+VALID_N="${VALID_N:-300}"
+VALID_EVERY="${VALID_EVERY:-100}"
+LOG_INTERVAL="${LOG_INTERVAL:-50}"
+TEST_N="${TEST_N:-0}"
+SAMPLES="${SAMPLES:-8}"
 t0=$(date +%s)
 stamp() { echo "[quickstart +$(( $(date +%s) - t0 ))s] $*"; }
 
@@ -34,7 +57,46 @@ if [ ! -f "$WORK/bin/test.src-tgt.tgt.bin" ]; then
     --testpref "$WORK/raw/test" --destdir "$WORK/bin" --workers 2
 fi
 
-stamp "fine-tune ($METHOD, up to $MAX_UPDATE updates or $TRAIN_MINUTES minutes)"
+# A fixed validation subset, binarized beside the splits as "valid_n$VALID_N": VALID_N pairs
+# spread evenly over the valid split (which is ordered by part of speech and synset).
+VALID_ARGS=(--disable-validation)
+if [ "$VALID_EVERY" -gt 0 ] && [ "$VALID_N" -gt 0 ]; then
+  VALID_SPLIT="valid_n$VALID_N"
+  if [ ! -f "$WORK/bin/$VALID_SPLIT.src-tgt.tgt.bin" ]; then
+    stamp "fixed validation subset: $VALID_N evenly spaced pairs of the valid split -> $VALID_SPLIT"
+    n_valid=$(wc -l < "$WORK/raw/valid.src")
+    for side in src tgt; do
+      awk -v n="$n_valid" -v k="$VALID_N" 'int(NR * k / n) > int((NR - 1) * k / n)' \
+        "$WORK/raw/valid.$side" > "$WORK/raw/$VALID_SPLIT.$side"
+    done
+    tmp="$WORK/bin-$VALID_SPLIT.tmp"
+    rm -rf "$tmp"
+    "$BIN/s2sft-prepare" --pretrained "$MINILM" --validpref "$WORK/raw/$VALID_SPLIT" --destdir "$tmp" --workers 1
+    for f in "$tmp"/valid.src-tgt.*; do
+      b="$(basename "$f")"; mv "$f" "$WORK/bin/$VALID_SPLIT.${b#valid.}"
+    done
+    rm -rf "$tmp"
+  fi
+  VALID_ARGS=(--valid-subset "$VALID_SPLIT" --validate-interval-updates "$VALID_EVERY")
+fi
+
+# The test pairs to decode: all of them, or the first TEST_N (binarized on their own).
+n_test=$(wc -l < "$WORK/raw/test.src")
+TEST_DIR="$WORK/bin"; TEST_RAW="$WORK/raw/test"
+if [ "$TEST_N" -gt 0 ] && [ "$TEST_N" -lt "$n_test" ]; then
+  TEST_DIR="$WORK/test-n$TEST_N"; TEST_RAW="$TEST_DIR/raw/test"
+  if [ ! -f "$TEST_DIR/.done" ]; then
+    stamp "the first $TEST_N of $n_test test pairs -> $TEST_DIR"
+    rm -rf "$TEST_DIR"; mkdir -p "$TEST_DIR/raw"
+    head -n "$TEST_N" "$WORK/raw/test.src" > "$TEST_RAW.src"
+    head -n "$TEST_N" "$WORK/raw/test.tgt" > "$TEST_RAW.tgt"
+    "$BIN/s2sft-prepare" --pretrained "$MINILM" --testpref "$TEST_RAW" --destdir "$TEST_DIR" --workers 1
+    touch "$TEST_DIR/.done"
+  fi
+fi
+
+stamp "fine-tune ($METHOD, up to $MAX_UPDATE updates or $TRAIN_MINUTES minutes; log: $WORK/checkpoints/train.log)"
+mkdir -p "$WORK/checkpoints"
 "$BIN/fairseq-train" "$WORK/bin" --user-dir "$ROOT/s2sft_fairseq" \
   --task pseudo_masked_lm --arch unilm_seq2seq --criterion s2s_label_smoothed_cross_entropy \
   --ft-method "$METHOD" --target-mask-prob 0.5 --label-smoothing 0.1 \
@@ -42,51 +104,21 @@ stamp "fine-tune ($METHOD, up to $MAX_UPDATE updates or $TRAIN_MINUTES minutes)"
   --optimizer torch_adamw --adam-betas '(0.9,0.999)' --adam-eps 1e-6 --weight-decay 0.01 --clip-norm 1.0 \
   --lr 2e-4 --lr-scheduler polynomial_decay --warmup-updates 150 --total-num-update "$MAX_UPDATE" \
   --batch-size 48 --max-update "$MAX_UPDATE" --stop-time-hours "$(awk -v m="$TRAIN_MINUTES" 'BEGIN{print m/60}')" \
-  --cpu --num-workers 0 --log-format simple --log-interval 50 --disable-validation \
+  --cpu --num-workers 0 --log-format simple --log-interval "$LOG_INTERVAL" "${VALID_ARGS[@]}" \
+  --tensorboard-logdir "$WORK/checkpoints/tensorboard" \
   --save-dir "$WORK/checkpoints" --no-epoch-checkpoints --save-interval-updates 500 --keep-interval-updates 1 \
-  --seed 1
+  --seed 1 2>&1 | tee -a "$WORK/checkpoints/train.log"
 
-stamp "decode the test split (beam $BEAM, cached incremental decoding)"
-"$BIN/fairseq-generate" "$WORK/bin" --user-dir "$ROOT/s2sft_fairseq" --task pseudo_masked_lm \
+stamp "decode $TEST_DIR (test, beam $BEAM, cached incremental decoding)"
+"$BIN/fairseq-generate" "$TEST_DIR" --user-dir "$ROOT/s2sft_fairseq" --task pseudo_masked_lm \
   --path "$WORK/checkpoints/checkpoint_last.pt" --gen-subset test --beam "$BEAM" --lenpen 1.0 \
   --max-len-b 40 --no-repeat-ngram-size 3 --batch-size 64 --cpu \
   --max-source-positions 64 --max-target-positions 40 > "$WORK/generate-test.txt"
 tail -n 2 "$WORK/generate-test.txt"
 
-stamp "score (ROUGE F1 with stemming, sacreBLEU) beside trivial baselines"
-"$PY" - "$WORK" <<'PY'
-import json, subprocess, sys, os
-work = sys.argv[1]
-bin_ = os.path.join(os.path.dirname(sys.executable), "s2sft-score")
-ref = os.path.join(work, "raw", "test.tgt")
-src = [l.rstrip("\n") for l in open(os.path.join(work, "raw", "test.src"), encoding="utf-8")]
-ref_lines = [l.rstrip("\n") for l in open(ref, encoding="utf-8")]
-avg_len = round(sum(len(r.split()) for r in ref_lines) / len(ref_lines))
-baselines = {
-    "copy the source": src,
-    "copy the example sentence": [s.split(" : ", 1)[-1] for s in src],
-    f"first {avg_len} words of the example": [" ".join(s.split(" : ", 1)[-1].split()[:avg_len]) for s in src],
-}
-rows = []
-def score(args):
-    r = json.loads(subprocess.run([bin_, *args, "--json"], check=True, capture_output=True, text=True).stdout)
-    return r
-gen = os.path.join(work, "generate-test.txt")
-rows.append(("s2s-ft MiniLM (" + os.environ.get("METHOD", "pseudo_masked") + ")",
-             score(["--task", "summarization", "--generate-output", gen, "--ref", ref]),
-             score(["--task", "bleu", "--generate-output", gen, "--ref", ref])))
-for name, hyps in baselines.items():
-    path = os.path.join(work, "baseline." + name.replace(" ", "_") + ".txt")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(hyps) + "\n")
-    rows.append((name, score(["--task", "summarization", "--hyp", path, "--ref", ref]),
-                 score(["--task", "bleu", "--hyp", path, "--ref", ref])))
-lines = ["| system | ROUGE-1 | ROUGE-2 | ROUGE-L | BLEU |", "|---|---:|---:|---:|---:|"]
-for name, r, b in rows:
-    lines.append(f"| {name} | {r['rouge1']:.2f} | {r['rouge2']:.2f} | {r['rougeL']:.2f} | {b['bleu']:.2f} |")
-table = "\n".join(lines)
-print(table)
-with open(os.path.join(work, "results.md"), "w") as f:
-    f.write(f"WordNet definition modelling, test split ({len(ref_lines)} pairs)\n\n{table}\n")
-PY
-stamp "done; table in $WORK/results.md"
+stamp "score (ROUGE F1 with stemming, sacreBLEU) beside trivial baselines; loss curve; samples"
+"$PY" "$ROOT/examples/quickstart_report.py" quickstart --work "$WORK" --log "$WORK/checkpoints/train.log" \
+  --generate-output "$WORK/generate-test.txt" --source "$TEST_RAW.src" --reference "$TEST_RAW.tgt" \
+  --test-total "$n_test" --label "s2s-ft MiniLM ($METHOD)" --samples "$SAMPLES" \
+  --title "MiniLM, $METHOD fine-tuning on WordNet definitions (batch 48, lr 2e-4)"
+stamp "done; $WORK/results.md, $WORK/loss_curve.png"
