@@ -12,7 +12,8 @@
 # Data: WordNet definition modelling ("word : example" -> definition, Debian wordnet-base, as in
 # examples/quickstart.sh): every system sees the same shuffled training batches (same seed) and is
 # decoded on the first TEST_N pairs of the test split. Scores: s2sft-score ROUGE-1/2/L F1 (stemmed)
-# and sacreBLEU. Output: $RESULTS/comparison.md, $RESULTS/comparison.png, one JSON per system in
+# and sacreBLEU. Output: $RESULTS/comparison.md (ending with SAMPLES seeded random test examples:
+# source, reference and every system's output), $RESULTS/comparison.png, one JSON per system in
 # $RESULTS/systems/ and the hypotheses in $RESULTS/hyps/.
 #
 #   bash examples/compare.sh                        # default budget: <= ~60 min on 2 CPU cores
@@ -30,6 +31,7 @@
 #   LR        peak learning rate (polynomial decay, 10% warmup)                   [2e-4]
 #   DEVICE    cpu | gpu (gpu drops --cpu); FP16=1 adds --fp16 on a GPU            [cpu]
 #   SYSTEMS   which systems, in order         [random causal masked pseudo bert2bert bertshare]
+#   SAMPLES   test examples shown with every system's output in the report (seed 1)            [8]
 #   RESULTS   output directory                                           [examples/results]
 #   WORK      data, checkpoints and logs                              [examples/work/compare]
 #   FORCE=1   redo systems whose results JSON exists (default: reuse them)
@@ -54,6 +56,7 @@ DEVICE="${DEVICE:-cpu}"
 FP16="${FP16:-0}"
 SYSTEMS="${SYSTEMS:-random causal masked pseudo bert2bert bertshare}"
 FORCE="${FORCE:-0}"
+SAMPLES="${SAMPLES:-8}"
 SEED=1
 GEN_BATCH="${GEN_BATCH:-64}"
 MAX_SRC=64; MAX_TGT=40
@@ -198,7 +201,7 @@ stamp "report -> $RESULTS/comparison.md, $RESULTS/comparison.png"
 "$PY" "$REPORT" report --results "$RESULTS" --systems "$SYSTEMS" --sig "$SIG" --command "$COMMAND" \
   --updates "$UPDATES" --batch "$BATCH" --minutes "$MINUTES" --lr "$LR" --warmup "$WARMUP" \
   --decode "beam $BEAM, lenpen $LENPEN, min-len $MIN_LEN, max-len-a 0, max-len-b $MAX_LEN_B, no-repeat-ngram-size $NO_REPEAT, batch $GEN_BATCH" \
-  --raw "$RAW" --test-dir "$TEST_DIR" --device "$DEVICE" --elapsed "$(( $(date +%s) - t0 ))"
+  --raw "$RAW" --test-dir "$TEST_DIR" --device "$DEVICE" --elapsed "$(( $(date +%s) - t0 ))" --samples "$SAMPLES"
 cat "$RESULTS/comparison.md"
 if [ "${#failed[@]}" -gt 0 ]; then
   stamp "done with failures: ${failed[*]}"

@@ -7,9 +7,10 @@
 
 ``collect`` reads a system's fairseq-train log (``--log-format json``), fairseq-generate log and
 ``s2sft-score --json`` outputs and writes ``RESULTS/systems/<name>.json`` plus the detokenized
-hypotheses. ``report`` turns the JSON files into ``comparison.md`` and ``comparison.png`` and
+hypotheses. ``report`` turns the JSON files into ``comparison.md`` and ``comparison.png``,
 checks the orders reported in the literature against the observed scores (ROUGE-L, with a
-paired bootstrap over test sentences; BLEU alongside).
+paired bootstrap over test sentences; BLEU alongside) and shows a seeded random sample of test
+examples with every system's output beside the source and the reference.
 """
 import argparse
 import collections
@@ -22,6 +23,8 @@ import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from quickstart_report import SAMPLE_SEED, sample_ids, samples_table  # noqa: E402
 
 SYSTEMS = {  # name -> (table label, family, initialisation, fine-tuning)
     "random": ("random init (unilm, pseudo-masked)", "s2s-ft", "random, MiniLM sizes", "pseudo-masked"),
@@ -270,8 +273,9 @@ def cmd_report(a):
     refs = read_lines(ref_path)
     per_sent = {}
     outputs = {}  # system -> Counter of its hypotheses (how generic the outputs are)
+    hyps_of = {}
     for s, r in recs.items():
-        hyps = read_lines(os.path.join(a.results, "hyps", f"{s}.txt"))
+        hyps = hyps_of[s] = read_lines(os.path.join(a.results, "hyps", f"{s}.txt"))
         if len(hyps) != len(refs):
             raise SystemExit(f"{s}: {len(hyps)} hypotheses but {len(refs)} references")
         per_sent[s] = per_sentence_rougeL(hyps, refs)
@@ -419,6 +423,21 @@ def cmd_report(a):
     L.append("")
     L.append("![ROUGE-L and BLEU per system](comparison.png)")
     L.append("")
+    shown = [s for s in names if s in recs]
+    if shown and a.samples > 0:
+        sources = read_lines(os.path.join(a.test_dir, "raw", "test.src"))
+        ids = sample_ids(len(refs), a.samples, a.seed)
+        L.append("## Samples")
+        L.append("")
+        L.append(f"{len(ids)} test examples (a random sample of the {len(refs):,}, seed {a.seed}; "
+                 f"`SAMPLES=N` sets how many), every system's output:")
+        L.append("")
+        try:
+            L.append(samples_table([("source", sources), ("reference", refs)]
+                                   + [(SHORT.get(s, s), hyps_of[s]) for s in shown], ids))
+        except ValueError as e:
+            raise SystemExit(f"{os.path.join(a.test_dir, 'raw', 'test.src')} vs {ref_path}: {e}") from None
+        L.append("")
     md_path = os.path.join(a.results, "comparison.md")
     with open(md_path, "w", encoding="utf-8") as f:
         f.write("\n".join(L))
@@ -494,6 +513,8 @@ def main(argv=None):
     r.add_argument("--test-dir", required=True)
     r.add_argument("--device", default="cpu")
     r.add_argument("--elapsed", type=int, default=0)
+    r.add_argument("--samples", type=int, default=8, help="test examples shown with every system's output")
+    r.add_argument("--seed", type=int, default=SAMPLE_SEED, help="seed of that sample")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     for name in ("matplotlib", "fairseq", "absl", "PIL"):
