@@ -6,12 +6,12 @@
 # Budget: <= 20 minutes on 2 CPU cores incl. setup.
 #
 #   bash examples/quickstart.sh               # defaults below
-#   TRAIN_MINUTES=30 BEAM=5 bash examples/quickstart.sh
-#   TRAIN_MINUTES=1 MAX_UPDATE=30 LOG_INTERVAL=5 VALID_EVERY=10 TEST_N=50 WORK=/tmp/qs bash examples/quickstart.sh  # smoke test
+#   TRAIN_MINUTES=30 BEAM=5 bash examples/quickstart.sh   # or, after a 9-minute run: 21 minutes more
+#   TRAIN_MINUTES=2 MAX_UPDATE=30 LOG_INTERVAL=5 VALID_EVERY=10 TEST_N=50 WORK=/tmp/qs bash examples/quickstart.sh  # smoke test
 #
 # Settings (environment):
 #   WORK           data, checkpoints, logs and results                    [examples/work/quickstart]
-#   TRAIN_MINUTES  training budget (--stop-time-hours; validation counts in it)                [9]
+#   TRAIN_MINUTES  training budget, all runs together (--stop-time-hours; validation counts)    [9]
 #   MAX_UPDATE     update budget (and the end of the learning-rate decay)                   [3000]
 #   METHOD         pseudo_masked | masked | causal                                   [pseudo_masked]
 #   VALID_N        size of the fixed validation subset (evenly spaced valid pairs)              [300]
@@ -26,8 +26,10 @@
 # `.venv/bin/tensorboard --logdir $WORK/checkpoints/tensorboard`), generate-test.txt.
 #
 # Re-running reuses the data and *continues* training from $WORK/checkpoints/checkpoint_last.pt
-# (fairseq's resume; another TRAIN_MINUTES of updates, up to MAX_UPDATE; the log and the curve
-# continue too); delete that folder to start over.
+# (fairseq's resume; the log and the curve continue too). The time budget is cumulative: the
+# checkpoint remembers the training time so far, so a re-run trains until TRAIN_MINUTES in total
+# (TRAIN_MINUTES=20 after a 9-minute run trains ~11 minutes more), up to MAX_UPDATE. Delete that
+# folder to start over.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${WORK:-$ROOT/examples/work/quickstart}"
