@@ -33,7 +33,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 SAMPLE_SEED = 1
 
-_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) \| \w+ \| ([^|]+?) \| (.*)$")
+_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)(?:,(\d{3}))? \| \w+ \| ([^|]+?) \| (.*)$")
 _BEGIN_VALID = re.compile(r'begin validation on "([^"]+)" subset')
 _SIMPLE_VALID = re.compile(r"valid on '([^']+)' subset \| (.*)$")
 _DONE = re.compile(r"done training in ([\d.]+) seconds")
@@ -56,8 +56,11 @@ class TrainingLog:
         return max((u for u, _ in points), default=0)
 
 
-def _number(value) -> float:
-    return float(str(value).replace(",", ""))
+def _number(value, path: str, lineno: int) -> float:
+    try:
+        return float(str(value).replace(",", ""))
+    except ValueError:
+        raise ValueError(f"{path}:{lineno}: {value!r} is not a number") from None
 
 
 def _keep_latest(points: List[Tuple[int, float]], update: int, loss: float) -> None:
@@ -87,7 +90,9 @@ def read_training_log(path: str) -> TrainingLog:
             if not m:
                 continue
             when = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S")
-            tag, rest = m.group(2), m.group(3)
+            if m.group(2):  # logging's default format adds milliseconds
+                when += datetime.timedelta(milliseconds=int(m.group(2)))
+            tag, rest = m.group(3), m.group(4)
             if tag == "train_inner":
                 if rest.startswith("{"):
                     rec = _json_record(rest, path, lineno)
@@ -95,7 +100,8 @@ def read_training_log(path: str) -> TrainingLog:
                     rec = dict(re.findall(r"(\w+)=([^,\s]+)", rest))
                 if "loss" not in rec or "num_updates" not in rec:
                     raise ValueError(f"{path}:{lineno}: train_inner record without loss / num_updates")
-                _keep_latest(log.train, int(_number(rec["num_updates"])), _number(rec["loss"]))
+                _keep_latest(log.train, int(_number(rec["num_updates"], path, lineno)),
+                             _number(rec["loss"], path, lineno))
                 continue
             b = _BEGIN_VALID.search(rest)
             if b:
@@ -118,8 +124,8 @@ def read_training_log(path: str) -> TrainingLog:
             if subset is not None:
                 if "loss" not in rec or "num_updates" not in rec:
                     raise ValueError(f"{path}:{lineno}: validation record without loss / num_updates")
-                _keep_latest(log.valid.setdefault(subset, []), int(_number(rec["num_updates"])),
-                             _number(rec["loss"]))
+                _keep_latest(log.valid.setdefault(subset, []), int(_number(rec["num_updates"], path, lineno)),
+                             _number(rec["loss"], path, lineno))
                 if subset in pending_valid:
                     log.validation_seconds.append((when - pending_valid.pop(subset)).total_seconds())
                 continue
@@ -141,7 +147,7 @@ def validation_summary(log: TrainingLog) -> str:
     spent = sum(log.validation_seconds)
     n = len(log.validation_seconds)
     text = (f"{n} validation{'s' if n != 1 else ''} took {spent:.0f} s in total "
-            f"({spent / n:.1f} s each, from the log's 1-second timestamps)")
+            f"({spent / n:.1f} s each, from the log's timestamps)")
     if log.training_seconds > 0:
         text += (f", {100.0 * spent / log.training_seconds:.1f} % of the {log.training_seconds:.0f} s "
                  f"fairseq-train spent training ({log.runs} run{'s' if log.runs != 1 else ''})")

@@ -92,9 +92,18 @@ def test_validation_summary_states_count_time_and_share(tmp_path):
     path = tmp_path / "train.log"
     path.write_text(simple_log(done=80.0))
     text = qr.validation_summary(qr.read_training_log(str(path)))
-    assert text == ("2 validations took 8 s in total (4.0 s each, from the log's 1-second timestamps), "
+    assert text == ("2 validations took 8 s in total (4.0 s each, from the log's timestamps), "
                     "10.0 % of the 80 s fairseq-train spent training (1 run).")
     assert qr.validation_summary(qr.TrainingLog()) == "No validation in the training log."
+
+
+def test_millisecond_timestamps_of_logging_default_format(tmp_path):
+    path = tmp_path / "train.log"
+    path.write_text('2026-12-01 10:00:21,250 | INFO | fairseq_cli.train | begin validation on "valid" subset\n'
+                    '2026-12-01 10:00:23,000 | INFO | valid | epoch 001 | valid on \'valid\' subset | loss 9.5 | '
+                    'num_updates 10\n')
+    log = qr.read_training_log(str(path))
+    assert log.validation_seconds == [1.75] and log.valid == {"valid": [(10, 9.5)]}
 
 
 def test_broken_train_record_is_a_one_line_error_with_file_and_line(tmp_path):
@@ -104,6 +113,9 @@ def test_broken_train_record_is_a_one_line_error_with_file_and_line(tmp_path):
         qr.read_training_log(str(path))
     with pytest.raises(SystemExit, match=r"quickstart_report.py curve: .*train.log:2: unreadable JSON"):
         qr.main(["curve", "--log", str(path), "--out", str(tmp_path / "x.png")])
+    path.write_text(CONFIG + "\n2026-12-01 10:00:10 | INFO | train_inner | epoch 001:  5 / 9 loss=nope, num_updates=5\n")
+    with pytest.raises(ValueError, match=rf"{path}:2: 'nope' is not a number"):
+        qr.read_training_log(str(path))
 
 
 def test_loss_figure_plots_the_logged_points_and_the_png_is_written(tmp_path, capsys):
