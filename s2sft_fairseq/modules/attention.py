@@ -92,7 +92,7 @@ def attention(q, k, v, mask, dropout_p: float = 0.0) -> torch.Tensor:
             scores.add_(mask)
     probs = torch.softmax(scores, dim=-1)
     probs = torch.where(keep_mask(probs.shape, dropout_p, probs.device), probs, probs.new_zeros(()))
-    return torch.matmul(probs, v) * (1.0 / (1.0 - dropout_p))
+    return torch.matmul(probs.to(v.dtype), v) * (1.0 / (1.0 - dropout_p))
 
 
 class SourceMemory(NamedTuple):
