@@ -3,7 +3,9 @@ detokenizes fairseq's output (so the dictionary, the data and the output all see
 tokenizer; README, 'Supported checkpoints').
 
 * A directory with ``tokenizer.json``, or a ``tokenizer_config.json`` naming its
-  ``tokenizer_class``, is read by ``transformers.AutoTokenizer`` (every Hugging Face checkpoint).
+  ``tokenizer_class``, is read by ``transformers.AutoTokenizer`` (every Hugging Face checkpoint);
+  when ``config.json``'s ``model_type`` is one transformers does not know (``unilm``), by the
+  named class itself (AutoTokenizer would warn that the config is of another model type).
 * A WordPiece ``vocab.txt`` without either (s2s-ft's own files, old BERT / UniLM directories) is
   read as ``BertTokenizer`` (``UnilmTokenizer`` / ``MinilmTokenizer`` of the s2s-ft code are
   plain BERT tokenizers). Such a vocabulary does not record whether the checkpoint is cased,
@@ -31,7 +33,7 @@ from .common import CheckpointError
 VOCAB = "vocab.txt"
 CASING_HELP = ("write {\"do_lower_case\": true} (uncased checkpoints, e.g. unilm1.2-base-uncased, "
                "unilm2-base-uncased, minilm-l12-h384-uncased) or {\"do_lower_case\": false} (cased, e.g. "
-               "unilm1-base-cased) into {folder}/tokenizer_config.json")
+               "unilm1-base-cased) into FOLDER/tokenizer_config.json")
 
 
 def _json(path: str) -> Optional[dict]:
@@ -66,7 +68,7 @@ def recorded_casing(folder: str) -> bool:
             raise CheckpointError(f"{os.path.join(folder, name)}: do_lower_case is {value!r}; expected true or false")
     raise CheckpointError(
         f"{folder}: the tokenizer is a bare {VOCAB}, which does not record whether the checkpoint is cased; "
-        + CASING_HELP.format(folder=folder))
+        + CASING_HELP.replace("FOLDER", folder))
 
 
 def load_checkpoint_tokenizer(folder: str, **kwargs):
@@ -79,11 +81,26 @@ def load_checkpoint_tokenizer(folder: str, **kwargs):
         if is_bare_wordpiece(folder):
             return BertTokenizer.from_pretrained(folder, local_files_only=True,
                                                  do_lower_case=recorded_casing(folder), **kwargs)
+        named = _named_class_for_unknown_model_type(folder)
+        if named is not None:
+            return named.from_pretrained(folder, local_files_only=True, **kwargs)
         return AutoTokenizer.from_pretrained(folder, local_files_only=True, **kwargs)
     except CheckpointError:
         raise
     except Exception as e:  # transformers raises many types here; report one line
         raise CheckpointError(f"{folder}: cannot load the checkpoint's tokenizer ({type(e).__name__}: {e})") from e
+
+
+def _named_class_for_unknown_model_type(folder: str):
+    """The tokenizer class ``tokenizer_config.json`` names, when ``config.json``'s model type is not
+    one of transformers' (else None: AutoTokenizer resolves it)."""
+    import transformers
+    from transformers import CONFIG_MAPPING
+    model_type = (_json(os.path.join(folder, "config.json")) or {}).get("model_type")
+    name = (_json(os.path.join(folder, "tokenizer_config.json")) or {}).get("tokenizer_class")
+    if not name or not model_type or model_type in CONFIG_MAPPING:
+        return None
+    return getattr(transformers, name, None)
 
 
 def duplicate_vocabulary_lines(vocab_file: str) -> Dict[str, List[int]]:
