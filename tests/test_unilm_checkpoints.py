@@ -601,3 +601,126 @@ def test_inspect_shows_relative_bias_segments_and_skipped_tensors(tmp_path, caps
     assert set(rows) == set(sd)  # every tensor of the file, once
     assert rows["bert.rel_pos_bias.weight"] == "-> rel_pos_bias.weight"
     assert rows["crit_mask_lm_smoothed.one_hot"].startswith("skipped: the label-smoothing buffer")
+
+
+# --------------------------------------------------------------------------- decoding a fine-tuned s2s-ft model
+def raw_greedy(sd, config, source, steps, vocab):
+    """s2s-ft's greedy decoding (modeling_decoding.py, BertForSeq2SeqDecoder: beam 1) written out on
+    the raw tensors of a fine-tuned file: ``[CLS] source [SEP]`` at positions 0.., segment
+    ``source_type_id``; each step appends ``[MASK]`` at the next target position (segment
+    ``target_type_id``), which sees the source, the tokens chosen so far and itself, and the
+    argmax of its logits is the next token; stop at ``[SEP]`` (or after ``steps``). Attention: q k^T /
+    sqrt(d), -10000 where hidden, plus the shared bias table at T5's bidirectional bucket of (key
+    position - query position). Returns the tokens and, per step, the margin between the two best
+    logits (how safely the argmax is determined)."""
+    from transformers.models.t5.modeling_t5 import T5Attention
+    ids = {tok: i for i, tok in enumerate(vocab)}  # a later duplicate line wins, as in BERT's load_vocab
+    cls_, sep, mask = ids["[CLS]"], ids["[SEP]"], ids["[MASK]"]
+    H, heads = config["hidden_size"], config["num_attention_heads"]
+    d, eps = H // heads, config["layer_norm_eps"]
+
+    def ln(x, name):
+        return F.layer_norm(x, (H,), sd[name + ".weight"], sd[name + ".bias"], eps)
+
+    def linear(x, name):
+        return x @ sd[name + ".weight"].t() + sd[name + ".bias"]
+
+    src = [cls_] + [ids[t] for t in source] + [sep]
+    out, margins = [], []
+    for _ in range(steps):
+        tokens = torch.tensor(src + out + [mask])
+        L, n_src = len(tokens), len(src)
+        pos = torch.arange(L)
+        types = torch.tensor([config["source_type_id"]] * n_src + [config["target_type_id"]] * (L - n_src))
+        i, j = torch.arange(L)[:, None], torch.arange(L)[None, :]
+        visible = torch.where(i < n_src, j < n_src, j <= i)
+        buckets = T5Attention._relative_position_bucket(pos[None, :] - pos[:, None], True, config["rel_pos_bins"],
+                                                        config["max_rel_pos"])
+        bias = sd["bert.rel_pos_bias.weight"][:, buckets] + (~visible).float() * -10000.0  # (heads, L, L)
+        x = (sd["bert.embeddings.word_embeddings.weight"][tokens] + sd["bert.embeddings.position_embeddings.weight"][pos]
+             + sd["bert.embeddings.token_type_embeddings.weight"][types])
+        x = ln(x, "bert.embeddings.LayerNorm")
+        for layer in range(config["num_hidden_layers"]):
+            p = f"bert.encoder.layer.{layer}."
+            q, k, v = (linear(x, p + f"attention.self.{n}").view(L, heads, d).transpose(0, 1)
+                       for n in ("query", "key", "value"))
+            probs = (q @ k.transpose(-1, -2) / math.sqrt(d) + bias).softmax(-1)
+            ctx = (probs @ v).transpose(0, 1).reshape(L, H)
+            x = ln(x + linear(ctx, p + "attention.output.dense"), p + "attention.output.LayerNorm")
+            x = ln(x + linear(F.gelu(linear(x, p + "intermediate.dense")), p + "output.dense"), p + "output.LayerNorm")
+        h = ln(F.gelu(linear(x[-1], "cls.predictions.transform.dense")), "cls.predictions.transform.LayerNorm")
+        logits = h @ sd["bert.embeddings.word_embeddings.weight"].t() + sd["cls.predictions.bias"]
+        top = logits.topk(2)
+        margins.append((top.values[0] - top.values[1]).item())
+        nxt = int(top.indices[0])
+        if nxt == sep:
+            break
+        out.append(nxt)
+    return [vocab[t] for t in out], margins
+
+
+def fine_tuned_for_decoding(folder):
+    """A fine-tuned s2s-ft checkpoint (fine-tuned layout and extras, bias table, segments 4 / 5 of 6)
+    whose larger random weights give input-dependent predictions that end at varied lengths:
+    [PAD] and [CLS] are never predicted (as by a trained model; fairseq would never print a [CLS],
+    its dictionary's bos) and [SEP] is made likelier."""
+    model, table = unilm_bert(22, scale=0.5)
+    sd = reference_state_dict(model, table, False, "bert.rel_pos_bias.weight", fine_tuned=True)
+    vocab = unilm_vocab()
+    sd["cls.predictions.bias"][vocab.index("[PAD]")] = -30.0
+    sd["cls.predictions.bias"][vocab.index("[CLS]")] = -30.0
+    sd["cls.predictions.bias"][vocab.index("[SEP]")] += 2.0
+    config = reference_config(model, fine_tuned=True)
+    write_reference_files(folder, sd, config, "s2sft-dir")
+    return sd, config, vocab
+
+
+@pytest.mark.slow
+def test_fine_tuned_s2sft_checkpoint_decodes_through_fairseq_generate_like_the_reference(tmp_path):
+    """s2sft-prepare (s2s-ft's JSON) -> s2sft-import --to-fairseq-checkpoint (zero updates) ->
+    fairseq-generate --beam 1 gives, for every sentence of a batched test set, the tokens of
+    raw_greedy on the file's own tensors (pseudo-masked, and masked: both decode with a [MASK]
+    slot); with the margin of every argmax far above float error, so equal tokens mean equal logits'
+    winners, not luck."""
+    from transformers import BertTokenizer
+
+    from conftest import USER_DIR, run_cli
+    ckpt = str(tmp_path / "ckpt")
+    sd, config, vocab = fine_tuned_for_decoding(ckpt)
+    rng = __import__("random").Random(0)
+    rows = []
+    for _ in range(8):
+        words = ["".join(rng.choice(cf._SYLLABLES) for _ in range(rng.randint(1, 2))) for _ in range(rng.randint(2, 6))]
+        rows.append({"src": " ".join(words).capitalize(), "tgt": " ".join(reversed(words))})
+    with open(tmp_path / "test.json", "w") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in rows))
+    data = str(tmp_path / "data")
+    run_cli("s2sft-prepare", "--pretrained", ckpt, "--jsonl", "--testpref", tmp_path / "test.json", "--destdir", data)
+    model_pt = str(tmp_path / "model.pt")
+    proc = run_cli("s2sft-import", "--pretrained", ckpt, "--to-fairseq-checkpoint", model_pt, "--ft-method",
+                   "pseudo_masked", "--max-source-positions", 24, "--max-target-positions", 16)
+    assert "wrote" in proc.stdout and "position table extended" not in proc.stderr
+    tok = BertTokenizer(os.path.join(ckpt, "vocab.txt"), do_lower_case=True)  # the reference's tokenizer
+    steps = 10
+    expected = []
+    for r in rows:
+        out, margins = raw_greedy(sd, config, tok.tokenize(r["src"]), steps, vocab)
+        assert min(margins) > 1e-3, "an argmax too close to call: choose another seed"
+        expected.append(out)
+    lengths = [len(e) for e in expected]
+    assert len(set(lengths)) > 2 and min(lengths) < steps and max(lengths) == steps, lengths  # natural ends and the cap
+    for method in ("pseudo_masked", "masked"):
+        gen = run_cli("fairseq-generate", data, "--user-dir", USER_DIR, "--task", "pseudo_masked_lm", "--path", model_pt,
+                      "--gen-subset", "test", "--beam", 1, "--max-len-a", 0, "--max-len-b", steps, "--batch-size", 3,
+                      "--max-source-positions", 24, "--max-target-positions", 16, "--cpu", "--min-len", 0,
+                      "--model-overrides", f"{{'ft_method': '{method}'}}").stdout
+        hyps = {int(line.split("\t")[0][2:]): line.split("\t")[2].split() for line in gen.splitlines()
+                if line.startswith("H-")}
+        detok = {int(line.split("\t")[0][2:]): line.split("\t")[2] for line in gen.splitlines() if line.startswith("D-")}
+        n_scores = {int(line.split("\t")[0][2:]): len(line.split("\t")[1].split()) for line in gen.splitlines()
+                    if line.startswith("P-")}
+        assert sorted(hyps) == list(range(len(rows)))
+        for i, want in enumerate(expected):
+            assert hyps[i] == want, f"{method}, sentence {i}: fairseq {hyps[i]} != reference greedy {want}"
+            assert n_scores[i] == len(want) + 1  # nothing hidden from the printed line: the tokens and [SEP]
+            assert detok[i] == tok.convert_tokens_to_string(want)
