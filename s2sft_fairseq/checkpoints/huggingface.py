@@ -205,10 +205,10 @@ def unilm_fields(cfg: dict, where: str) -> dict:
         return value
 
     bins, max_rel = integer("rel_pos_bins", 0), integer("max_rel_pos", 0)
-    if bins and (bins < 4 or bins % 2 or max_rel <= bins // 4):
+    if bins and (bins < 4 or max_rel <= bins // 4):
         raise CheckpointError(
-            f"{where}: rel_pos_bins {bins} / max_rel_pos {max_rel}: the relative position bias needs an even "
-            f"rel_pos_bins >= 4 and max_rel_pos > rel_pos_bins / 4 (UniLMv2 checkpoints use e.g. 32 / 128)")
+            f"{where}: rel_pos_bins {bins} / max_rel_pos {max_rel}: the relative position bias needs "
+            f"rel_pos_bins >= 4 and max_rel_pos > rel_pos_bins / 4 (e.g. 32 / 128)")
     types = integer("type_vocab_size", 2)
     src, tgt = integer("source_type_id", 0), integer("target_type_id", 1)
     if types >= 2 and max(src, tgt) >= types:

@@ -31,7 +31,7 @@ def fairseq_config(pretrained: str, ft_method: str, corruption: str, max_source_
             "--arch", "unilm_seq2seq", "--criterion", "s2s_label_smoothed_cross_entropy",
             "--pretrained-checkpoint", os.path.abspath(pretrained), "--ft-method", ft_method,
             "--corruption", corruption, "--max-source-positions", str(max_source_positions),
-            "--max-target-positions", str(max_target_positions), "--cpu"]
+            "--max-target-positions", str(max_target_positions)]
     args = options.parse_args_and_arch(options.get_training_parser(), argv)
     return convert_namespace_to_omegaconf(args)
 
@@ -53,7 +53,7 @@ def write_fairseq_checkpoint(pretrained: str, out: str, ft_method: str = "pseudo
         "cfg": OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         "model": model.state_dict(),
         "criterion": None,
-        "optimizer_history": [{"criterion_name": "S2SLabelSmoothedCrossEntropyCriterion",
+        "optimizer_history": [{"criterion_name": "S2SLabelSmoothedCrossEntropy",
                                "optimizer_name": "none", "lr_scheduler_state": {}, "num_updates": 0}],
         "task_state": {},
         "extra_state": {"train_iterator": {"epoch": 1, "iterations_in_epoch": 0, "shuffle": True},
