@@ -7,12 +7,19 @@ Usage mirrors ``fairseq-preprocess``::
         --destdir data-bin/xsum --workers 2
 
 reads ``raw/train.src`` / ``raw/train.tgt`` (etc.), or with ``--jsonl`` the files ``raw/train.jsonl``
-(or exactly the path given) with ``--source-field`` / ``--target-field``. Each side is tokenized
-with ``AutoTokenizer.from_pretrained(CKPT_DIR)`` (``tokenizer.tokenize``, nothing truncated unless
-``--max-tokens-per-line`` is set), written space-separated, and binarized by fairseq's own
-preprocessing with the checkpoint's dictionary (see :mod:`preprocess.binarize`). The data
-directory also gets ``pretrained.json`` recording the checkpoint directory, which the task uses
-to find the tokenizer for detokenization.
+(``raw/train.json``, or exactly the path given) with ``--source-field`` / ``--target-field``
+(default ``src`` / ``tgt``: s2s-ft's own data files are read as they are). Each side is tokenized
+with the checkpoint's tokenizer (:func:`s2sft_fairseq.checkpoints.tokenizers.load_checkpoint_tokenizer`,
+``tokenizer.tokenize``, nothing truncated unless ``--max-tokens-per-line`` is set), written
+space-separated, and binarized by fairseq's own preprocessing with the checkpoint's dictionary
+(see :mod:`preprocess.binarize`). The data directory also gets ``pretrained.json`` recording the
+checkpoint's tokenizer directory, which the task uses for detokenization.
+
+s2s-ft's pre-tokenized JSON (the fields are lists of word pieces) is detected per example, as
+the s2s-ft code does, by the type of the source field; its pieces are used as they are (the
+target must then be a list too). A piece the checkpoint's vocabulary lacks is an error naming
+file, line and piece (``--unknown-pieces unk`` maps it to the unknown token and counts it, which
+is what the s2s-ft code does silently).
 
 Bad input (see :mod:`preprocess.text`): different line counts, invalid UTF-8 and malformed JSON
 are one-line errors naming the file (and line); pairs with an empty side are skipped and counted
@@ -52,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tokenize raw parallel text with a checkpoint's tokenizer and binarize it for fairseq.",
     )
     p.add_argument("--pretrained", required=True, metavar="DIR",
-                   help="Hugging Face checkpoint directory (tokenizer files + config.json)")
+                   help="checkpoint directory with the tokenizer files and config.json (Hugging Face or "
+                        "s2s-ft's; an s2s-ft .bin file stands for its directory)")
     p.add_argument("-s", "--source-lang", default="src", help="source file suffix (default: src)")
     p.add_argument("-t", "--target-lang", default="tgt", help="target file suffix (default: tgt)")
     p.add_argument("--trainpref", metavar="FP", help="train file prefix (or .jsonl file with --jsonl)")
@@ -60,9 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--testpref", metavar="FP", help="comma separated test file prefixes")
     p.add_argument("--destdir", required=True, metavar="DIR", help="destination data directory")
     p.add_argument("--workers", type=int, default=1, metavar="N", help="fairseq-preprocess workers")
-    p.add_argument("--jsonl", action="store_true", help="inputs are JSON lines with named fields")
+    p.add_argument("--jsonl", action="store_true",
+                   help="inputs are JSON lines with named fields (s2s-ft's data files: text, or lists of word "
+                        "pieces = pre-tokenized)")
     p.add_argument("--source-field", default="src", help="JSON field of the source (default: src)")
     p.add_argument("--target-field", default="tgt", help="JSON field of the target (default: tgt)")
+    p.add_argument("--unknown-pieces", choices=("error", "unk"), default="error",
+                   help="pre-tokenized JSON: a word piece not in the checkpoint's vocabulary is an error naming "
+                        "file:line:piece (default), or becomes the unknown token and is counted (unk, as s2s-ft)")
     p.add_argument("--max-tokens-per-line", type=int, default=0, metavar="N",
                    help="truncate each side to N tokens (0 = unlimited; truncations are counted)")
     p.add_argument("--strict-empty", action="store_true",
@@ -98,8 +111,12 @@ def _existing(path: str) -> str:
 
 
 def jsonl_path(prefix: str) -> str:
-    """``prefix`` itself if it is a file, else ``prefix.jsonl``."""
-    return prefix if os.path.isfile(prefix) else _existing(prefix + ".jsonl")
+    """``prefix`` itself if it is a file, else ``prefix.jsonl``, else ``prefix.json`` (s2s-ft's name)."""
+    if os.path.isfile(prefix):
+        return prefix
+    if os.path.isfile(prefix + ".json") and not os.path.isfile(prefix + ".jsonl"):
+        return prefix + ".json"
+    return _existing(prefix + ".jsonl")
 
 
 def read_examples(args, prefix: str, stats: PairStats) -> Tuple[Iterator[Example], int]:
@@ -117,9 +134,17 @@ def read_examples(args, prefix: str, stats: PairStats) -> Tuple[Iterator[Example
 
 
 def _pair_jsonl(path: str, args, stats: PairStats) -> Iterator[Example]:
-    """JSON records carry both sides on one line, so they can never drift apart."""
-    for lineno, (src, tgt) in read_jsonl(path, [args.source_field, args.target_field]):
+    """JSON records carry both sides on one line, so they can never drift apart. A source given as a
+    list of word pieces makes the example pre-tokenized (s2s-ft's rule); its target must be one too."""
+    fields = [args.source_field, args.target_field]
+    for lineno, (src, tgt) in read_jsonl(path, fields, pieces=True):
+        if isinstance(src, list) != isinstance(tgt, list):
+            kind = {True: "a list of word pieces", False: "text"}
+            raise DataError(f"{path}:{lineno}: field {fields[0]!r} is {kind[isinstance(src, list)]} but field "
+                            f"{fields[1]!r} is {kind[isinstance(tgt, list)]}; s2s-ft's data files give both as text "
+                            "or both as word pieces (pre-tokenized)")
         stats.total += 1
+        stats.pretokenized += isinstance(src, list)
         example = pair_one((lineno, src), (lineno, tgt), path, path, stats, args.strict_empty)
         if example is not None:
             yield example
@@ -132,20 +157,26 @@ def _pair_jsonl(path: str, args, stats: PairStats) -> Iterator[Example]:
 NO_LIMIT = 10 ** 12  # tokenizer model_max_length: we truncate ourselves
 
 
+def tokenizer_dir(pretrained: str) -> str:
+    """The directory holding a checkpoint's tokenizer: ``pretrained`` itself, or the directory of an
+    s2s-ft ``.bin`` file."""
+    if os.path.isfile(pretrained) and pretrained.endswith(".bin"):
+        return os.path.dirname(os.path.abspath(pretrained))
+    if not os.path.isdir(pretrained):
+        raise DataError(f"--pretrained {pretrained}: not a directory (or an s2s-ft .bin file)")
+    return pretrained
+
+
 def load_tokenizer(pretrained: str):
     """The checkpoint's tokenizer and its embedding row count (``config.json`` ``vocab_size``)."""
-    from transformers import AutoTokenizer
+    from s2sft_fairseq.checkpoints.tokenizers import load_checkpoint_tokenizer
 
-    if not os.path.isdir(pretrained):
-        raise DataError(f"--pretrained {pretrained}: not a directory")
-    try:
-        # model_max_length: lines are truncated later, to --max-source/target-positions; the
-        # tokenizer's own "longer than 512" warning would be misleading
-        tokenizer = AutoTokenizer.from_pretrained(pretrained, local_files_only=True, model_max_length=NO_LIMIT)
-    except Exception as e:  # transformers raises many types here; report one line
-        raise DataError(f"--pretrained {pretrained}: cannot load a tokenizer ({type(e).__name__}: {e})") from None
+    folder = tokenizer_dir(pretrained)
+    # model_max_length: lines are truncated later, to --max-source/target-positions; the
+    # tokenizer's own "longer than 512" warning would be misleading
+    tokenizer = load_checkpoint_tokenizer(folder, model_max_length=NO_LIMIT)
     num_embeddings = None
-    config = os.path.join(pretrained, "config.json")
+    config = os.path.join(folder, "config.json")
     if os.path.isfile(config):
         with open(config, "r", encoding="utf-8") as f:
             num_embeddings = json.load(f).get("vocab_size")
@@ -165,16 +196,45 @@ def tokenize_line(tokenizer, text: str, max_tokens: int) -> Tuple[str, bool]:
     return line, truncated
 
 
+def pieces_line(pieces: List[str], vocab, unk: str, where: str, field: str, args, stats: PairStats) -> Tuple[str, bool]:
+    """Pre-tokenized word pieces, used as they are: space-separated, and whether they were
+    truncated to ``--max-tokens-per-line``. A piece not in ``vocab`` (white space inside never is)
+    is an error, or with ``--unknown-pieces unk`` the unknown token (counted)."""
+    out = []
+    for i, piece in enumerate(pieces):
+        if piece not in vocab or not piece or any(c.isspace() for c in piece):
+            if args.unknown_pieces != "unk":
+                raise DataError(f"{where}: word piece {piece!r} (item {i + 1} of field {field!r}) is not in the "
+                                "checkpoint's vocabulary; was the file tokenized with another vocabulary or casing? "
+                                "(--unknown-pieces unk maps such pieces to the unknown token, as the s2s-ft code does)")
+            stats.unknown_pieces += 1
+            piece = unk
+        out.append(piece)
+    truncated = 0 < args.max_tokens_per_line < len(out)
+    return " ".join(out[: args.max_tokens_per_line] if truncated else out), truncated
+
+
 def tokenize_split(examples: Iterator[Example], total: int, tokenizer, out_prefix: str, args,
                    stats: PairStats, desc: str) -> None:
     """Write ``out_prefix.<src-lang>`` / ``.<tgt-lang>`` with one tokenized example a line."""
     langs = (args.source_lang, args.target_lang)
     stats.truncated = {lang: 0 for lang in langs}
+    vocab = None
+    fields = (args.source_field, args.target_field)
+
+    def tokens(text, where, field):
+        nonlocal vocab
+        if not isinstance(text, list):
+            return tokenize_line(tokenizer, text, args.max_tokens_per_line)
+        if vocab is None:
+            vocab = tokenizer.get_vocab()
+        return pieces_line(text, vocab, tokenizer.unk_token, where, field, args, stats)
+
     with open(f"{out_prefix}.{langs[0]}", "w", encoding="utf-8") as fs, \
             open(f"{out_prefix}.{langs[1]}", "w", encoding="utf-8") as ft:
         for ex in tqdm(examples, total=total, desc=desc, unit=" pairs", mininterval=1.0):
-            src, src_cut = tokenize_line(tokenizer, ex.src, args.max_tokens_per_line)
-            tgt, tgt_cut = tokenize_line(tokenizer, ex.tgt, args.max_tokens_per_line)
+            src, src_cut = tokens(ex.src, ex.src_where, fields[0])
+            tgt, tgt_cut = tokens(ex.tgt, ex.tgt_where, fields[1])
             if not src or not tgt:  # e.g. only characters the tokenizer drops
                 stats.kept -= 1
                 stats.skipped_no_tokens += 1
@@ -255,7 +315,7 @@ def prepare(args, task: str = TASK) -> Dict[str, PairStats]:
 
 def write_pretrained_json(args, tokenizer) -> None:
     info = {
-        "pretrained": os.path.abspath(args.pretrained),
+        "pretrained": os.path.abspath(tokenizer_dir(args.pretrained)),
         "tokenizer": type(tokenizer).__name__,
         "source_lang": args.source_lang,
         "target_lang": args.target_lang,

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 logger = logging.getLogger(__name__)
 
@@ -59,8 +59,12 @@ def read_lines(path: str) -> Iterator[Tuple[int, str]]:
                 ) from None
 
 
-def read_jsonl(path: str, fields: List[str]) -> Iterator[Tuple[int, List[str]]]:
-    """Yield ``(line_number, [value of each field])`` from a JSON-lines file (blank lines skipped)."""
+def read_jsonl(path: str, fields: List[str], pieces: bool = False) -> Iterator[Tuple[int, List]]:
+    """Yield ``(line_number, [value of each field])`` from a JSON-lines file (blank lines skipped).
+
+    Values are text (numbers are read as text, null as empty); with ``pieces`` a value may also be
+    a list of strings (s2s-ft's pre-tokenized form: word pieces), yielded as a list.
+    """
     for lineno, line in read_lines(path):
         if not line.strip():
             continue
@@ -77,8 +81,16 @@ def read_jsonl(path: str, fields: List[str]) -> Iterator[Tuple[int, List[str]]]:
             value = obj[name]
             if value is None:
                 value = ""
-            if not isinstance(value, (str, int, float)):
-                raise DataError(f"{path}:{lineno}: field {name!r} is a {type(value).__name__}, not text")
+            if pieces and isinstance(value, list):
+                bad = next((i for i, p in enumerate(value) if not isinstance(p, str)), None)
+                if bad is not None:
+                    raise DataError(f"{path}:{lineno}: field {name!r} is a list whose item {bad + 1} is a "
+                                    f"{type(value[bad]).__name__}, not a word piece (a string)")
+                values.append(value)
+                continue
+            if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+                kinds = "text or a list of word pieces" if pieces else "text"
+                raise DataError(f"{path}:{lineno}: field {name!r} is a {type(value).__name__}, not {kinds}")
             values.append(str(value))
         yield lineno, values
 
@@ -92,23 +104,31 @@ class PairStats:
     skipped_empty: int = 0
     skipped_no_tokens: int = 0
     truncated: Dict[str, int] = field(default_factory=dict)
+    #: pairs given as word pieces (s2s-ft's pre-tokenized JSON), and their pieces mapped to [UNK]
+    pretokenized: int = 0
+    unknown_pieces: int = 0
 
     def summary(self) -> str:
         trunc = ", ".join(f"{side} truncated: {n}" for side, n in sorted(self.truncated.items()) if n)
         no_tok = f", {self.skipped_no_tokens} skipped (no tokens)" if self.skipped_no_tokens else ""
+        pieces = f", {self.pretokenized} pre-tokenized" if self.pretokenized else ""
+        if self.unknown_pieces:
+            pieces += f", {self.unknown_pieces} unknown word pieces mapped to the unknown token"
         return (
             f"{self.kept} of {self.total} pairs kept, {self.skipped_empty} skipped (empty source or target)"
             + no_tok
+            + pieces
             + (f", {trunc}" if trunc else "")
         )
 
 
 @dataclass
 class Example:
-    """One kept pair, with where it came from (for error messages and tests)."""
+    """One kept pair, with where it came from (for error messages and tests). Each side is text, or
+    (s2s-ft's pre-tokenized JSON) a list of word pieces."""
 
-    src: str
-    tgt: str
+    src: Union[str, List[str]]
+    tgt: Union[str, List[str]]
     src_where: str
     tgt_where: str
 
@@ -150,10 +170,11 @@ def pair_one(
     stats: PairStats,
     strict_empty: bool = False,
 ) -> Optional[Example]:
-    """Clean one numbered pair; return ``None`` (and count it) when a side is empty."""
+    """Clean one numbered pair; return ``None`` (and count it) when a side is empty. Word-piece
+    lists are kept as they are (an empty list is an empty side)."""
     from s2sft_fairseq.text import clean_text
     (s_no, s_text), (t_no, t_text) = s, t
-    src, tgt = clean_text(s_text), clean_text(t_text)
+    src, tgt = [x if isinstance(x, list) else clean_text(x) for x in (s_text, t_text)]
     if not src or not tgt:
         where = f"{src_name}:{s_no}" if not src else f"{tgt_name}:{t_no}"
         if strict_empty:

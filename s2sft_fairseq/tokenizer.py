@@ -2,7 +2,9 @@
 
 Output tokens are merged back into text (WordPiece ``##``, byte-level BPE, sentencepiece) with
 ``convert_tokens_to_string``; raw text for fairseq-interactive is split into the same tokens
-``s2sft-prepare`` produces. The task uses it automatically when no ``--bpe`` is given.
+``s2sft-prepare`` produces (both read the tokenizer with
+:func:`~s2sft_fairseq.checkpoints.tokenizers.load_checkpoint_tokenizer`). The task uses it
+automatically when no ``--bpe`` is given.
 """
 from dataclasses import dataclass, field
 
@@ -20,10 +22,9 @@ class CheckpointTokenizerConfig(FairseqDataclass):
 @register_bpe("checkpoint_tokenizer", dataclass=CheckpointTokenizerConfig)
 class CheckpointTokenizerBPE:
     def __init__(self, cfg):
-        from transformers import AutoTokenizer
+        from .checkpoints.tokenizers import load_checkpoint_tokenizer
         # model_max_length: inputs are truncated to --max-source-positions by the task, not here
-        self.tok = AutoTokenizer.from_pretrained(cfg.tokenizer_dir, local_files_only=True,
-                                                 model_max_length=10 ** 12)
+        self.tok = load_checkpoint_tokenizer(cfg.tokenizer_dir, model_max_length=10 ** 12)
 
     @classmethod
     def from_dir(cls, path):

@@ -181,11 +181,15 @@ def make_electra_generator(folder: str, safetensors: bool = False, seed: int = 4
     return _save_hf(model, tok, folder, safetensors), model
 
 
-def make_unilmv2(folder: str, rel_pos: bool = False, seed: int = 5):
+def make_unilmv2(folder: str, rel_pos: bool = False, seed: int = 5,
+                 rel_pos_key: str = "bert.encoder.rel_pos_bias.weight"):
     """A UniLMv2-style checkpoint: BERT with q/k/v fused into ``qkv_linear`` and q/v biases only.
 
     Built from a BertForMaskedLM whose key biases are zeroed (UniLMv2 has none), so the BERT
-    model stays the oracle. ``rel_pos=True`` adds ``bert.rel_pos_bias.weight`` (unsupported).
+    model stays the oracle (without ``rel_pos``). ``rel_pos=True`` adds a relative position bias
+    table ``(HEADS, 32)`` under ``rel_pos_key`` (the raw UniLMv2 name by default) and
+    ``rel_pos_bins`` 32 / ``max_rel_pos`` 128 to the config; the table is returned as
+    ``model.rel_pos_table``.
     """
     from safetensors.torch import save_file
     from transformers import BertConfig, BertForMaskedLM
@@ -205,13 +209,15 @@ def make_unilmv2(folder: str, rel_pos: bool = False, seed: int = 5):
         sd[p + "v_bias"] = sd.pop(p + "value.bias")
         sd.pop(p + "key.bias")
     if rel_pos:
-        sd["bert.rel_pos_bias.weight"] = torch.randn(32, HEADS)
+        model.rel_pos_table = sd[rel_pos_key] = torch.randn(HEADS, 32, generator=torch.Generator().manual_seed(seed))
     sd.pop("cls.predictions.decoder.weight", None)  # tied to the word embeddings
     sd.pop("cls.predictions.decoder.bias", None)
     os.makedirs(folder, exist_ok=True)
     save_file(sd, os.path.join(folder, "model.safetensors"), metadata={"format": "pt"})
     config = cfg.to_dict()
     config.update({"model_type": "unilm", "architectures": ["UnilmForSeq2Seq"]})
+    if rel_pos:
+        config.update({"rel_pos_bins": 32, "max_rel_pos": 128})
     with open(os.path.join(folder, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     tok.save_pretrained(folder)

@@ -129,7 +129,7 @@ def test_path_that_does_not_exist(tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_pretrained(str(tmp_path / "no-such-model"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="neither a Hugging Face directory"):
+    with pytest.raises(CheckpointError, match="not a checkpoint s2sft-fairseq reads .*; or a Hugging Face directory"):
         load_pretrained(str(tmp_path / "empty"))
 
 
@@ -167,21 +167,88 @@ def test_unsupported_model_type(tmp_path):
         load_pretrained(path)
 
 
-def test_relative_position_bias_tensor_is_refused(tmp_path):
-    path, _ = cf.make_unilmv2(str(tmp_path / "unilm-rel"), rel_pos=True)
-    with pytest.raises(CheckpointError) as e:
+# --------------------------------------------------------------------------- relative position bias
+@pytest.mark.parametrize("key", ["bert.encoder.rel_pos_bias.weight", "bert.rel_pos_bias.weight"])
+def test_relative_position_bias_is_accepted(tmp_path, key):
+    """UniLMv2's table under the raw fused checkpoints' name and under s2s-ft's lands in the stack's
+    shared table; the config's bins / distance are the stack's (the forward is checked against a
+    written-out one in tests/test_unilm_checkpoints.py)."""
+    path, hf = cf.make_unilmv2(str(tmp_path / "unilm-rel"), rel_pos=True, rel_pos_key=key)
+    ck = load_pretrained(path)
+    assert (ck.config.rel_pos_bins, ck.config.max_rel_pos) == (32, 128)
+    assert ck.consumed[key] == ["rel_pos_bias.weight"]
+    stack = BertStack(ck.config)
+    load_into_stack(stack, ck)
+    assert torch.equal(stack.rel_pos_bias.weight, hf.rel_pos_table)
+
+
+def _edit(tmp_path, name, config=None, tensors=None, rel_pos=True):
+    """A UniLMv2 checkpoint with its config updated by ``config`` and ``tensors(sd)`` applied."""
+    path, _ = cf.make_unilmv2(str(tmp_path / name), rel_pos=rel_pos)
+    if config:
+        cfg_path = os.path.join(path, "config.json")
+        cfg = json.load(open(cfg_path))
+        cfg.update(config)
+        cfg = {k: v for k, v in cfg.items() if v is not None}
+        json.dump(cfg, open(cfg_path, "w"))
+    if tensors:
+        st = os.path.join(path, "model.safetensors")
+        sd = load_file(st)
+        tensors(sd)
+        save_file(sd, st)
+    return path
+
+
+def test_relative_position_config_without_table(tmp_path):
+    path = _edit(tmp_path, "cfg-only", config={"rel_pos_bins": 32, "max_rel_pos": 128}, rel_pos=False)
+    with pytest.raises(CheckpointError, match=r"config.json: rel_pos_bins is 32 \(relative position bias\), but "
+                                              r".*model.safetensors has no bias table .*shape \(4, 32\)"):
         load_pretrained(path)
-    msg = str(e.value)
-    assert "bert.rel_pos_bias.weight" in msg and "relative position bias" in msg and "not implemented" in msg
 
 
-def test_relative_position_config_is_refused(tmp_path):
-    path = cf.copy_of("unilmv2", str(tmp_path / "unilm-rel-cfg"))
-    cfg_path = os.path.join(path, "config.json")
-    cfg = json.load(open(cfg_path))
-    cfg.update({"rel_pos_bins": 32, "max_rel_pos": 128})
-    json.dump(cfg, open(cfg_path, "w"))
-    with pytest.raises(CheckpointError, match="relative position.*not implemented"):
+def test_relative_position_table_without_config(tmp_path):
+    path = _edit(tmp_path, "table-only", config={"rel_pos_bins": None, "max_rel_pos": None})
+    with pytest.raises(CheckpointError, match=r"'bert.encoder.rel_pos_bias.weight' .*is a relative position bias "
+                                              r"table \(4, 32\), but .*config.json sets no rel_pos_bins / max_rel_pos; "
+                                              r"add both .*rel_pos_bins 32 by the table's shape"):
+        load_pretrained(path)
+
+
+def test_relative_position_table_of_the_wrong_shape(tmp_path):
+    def transpose(sd):
+        sd["bert.encoder.rel_pos_bias.weight"] = sd["bert.encoder.rel_pos_bias.weight"].t().contiguous()
+    path = _edit(tmp_path, "transposed", tensors=transpose)
+    with pytest.raises(CheckpointError, match=r"has shape \(32, 4\), but .*config.json implies "
+                                              r"\(num_attention_heads, rel_pos_bins\) = \(4, 32\) \(it looks transposed\)"):
+        load_pretrained(path)
+    path = _edit(tmp_path, "16-bins", config={"rel_pos_bins": 16, "max_rel_pos": 64})
+    with pytest.raises(CheckpointError, match=r"has shape \(4, 32\), but .* = \(4, 16\); the checkpoint does not fit"):
+        load_pretrained(path)
+    path = _edit(tmp_path, "bad-distance", config={"max_rel_pos": 8})
+    with pytest.raises(CheckpointError, match=r"rel_pos_bins 32 / max_rel_pos 8: .*max_rel_pos > rel_pos_bins / 4"):
+        load_pretrained(path)
+
+
+def test_both_table_names_and_other_relative_layouts_are_refused(tmp_path):
+    def both(sd):
+        sd["bert.rel_pos_bias.weight"] = sd["bert.encoder.rel_pos_bias.weight"].clone()
+    with pytest.raises(CheckpointError, match="'bert.encoder.rel_pos_bias.weight' and 'bert.rel_pos_bias.weight' "
+                                              "both map to 'rel_pos_bias.weight'|'bert.rel_pos_bias.weight' and "
+                                              "'bert.encoder.rel_pos_bias.weight' both map"):
+        load_pretrained(_edit(tmp_path, "both", tensors=both))
+
+    def per_layer(sd):
+        sd["bert.encoder.layer.0.attention.self.distance_embedding.weight"] = torch.zeros(127, 8)
+    with pytest.raises(CheckpointError, match=r"'bert.encoder.layer.0.attention.self.distance_embedding.weight' is a "
+                                              r"relative position tensor in a layout s2sft-fairseq does not know"):
+        load_pretrained(_edit(tmp_path, "per-layer", tensors=per_layer))
+    with pytest.raises(CheckpointError, match=r"position_embedding_type 'relative_key' is not supported"):
+        load_pretrained(_edit(tmp_path, "relative-key", config={"position_embedding_type": "relative_key"}))
+
+
+def test_segment_ids_must_exist(tmp_path):
+    path = _edit(tmp_path, "types", config={"type_vocab_size": 2, "source_type_id": 4, "target_type_id": 5})
+    with pytest.raises(CheckpointError, match=r"source_type_id 4 / target_type_id 5 do not exist with type_vocab_size 2"):
         load_pretrained(path)
 
 

@@ -3,17 +3,20 @@ validation, and copying a checkpoint into a :class:`BertStack`.
 
 s2s-ft initialises the whole sequence-to-sequence model, encoder and decoder alike, from one
 pretrained bidirectional Transformer (s2s-ft §2; the pretrained models it compares: §3.3, §3.5).
-Each format module (:mod:`.huggingface`, :mod:`.fairseq_roberta`) reads its files and renames the
-tensors into the stack's own parameter names with :func:`rename_tensors` and its own
-:class:`RenameRules`; :func:`finish_import` then checks them against the stack the checkpoint's
-config describes (:func:`check_fits`, shapes computed on the meta device) and records what is
-imported but not exactly reproduced in ``PretrainedCheckpoint.notes`` (logged when the model is
-built): an incomplete MLM head (it starts fresh), an output layer the checkpoint had untied (the
-stack always ties it to the word embeddings), the tensors ignored. :func:`load_into_stack` checks
-again, with the same :func:`check_fits`, against the stack actually built, then copies.
+Each format module (:mod:`.huggingface`, :mod:`.s2sft_bin`, :mod:`.fairseq_roberta`) reads its
+files and renames the tensors into the stack's own parameter names with :func:`rename_tensors` and
+its own :class:`RenameRules`; :func:`finish_import` then checks them against the stack the
+checkpoint's config describes (:func:`check_relative_position_bias`, :func:`check_fits`, shapes
+computed on the meta device) and records what is imported but not exactly reproduced in
+``PretrainedCheckpoint.notes`` (logged when the model is built): an incomplete MLM head (it starts
+fresh), an output layer the checkpoint had untied (the stack always ties it to the word
+embeddings), the tensors skipped. :func:`load_into_stack` checks again, with the same
+:func:`check_fits`, against the stack actually built, then copies.
 
-Every problem is a :class:`CheckpointError` naming the file, the checkpoint's own tensor name and
-both shapes; nothing is silently skipped.
+Every tensor of the file is accounted for: ``PretrainedCheckpoint.consumed`` (the stack
+parameters it became) or ``PretrainedCheckpoint.skipped`` (why it is not used); a format with
+``RenameRules.strict`` refuses a tensor that is neither. Every problem is a
+:class:`CheckpointError` naming the file, the checkpoint's own tensor name and both shapes.
 """
 import re
 from dataclasses import dataclass, field
@@ -27,6 +30,8 @@ from .vocab import CheckpointDictionary
 
 WORDS = "embeddings.word.weight"
 POSITIONS = "embeddings.position.weight"
+#: the relative position bias table shared by all layers (UniLMv2; :mod:`..modules.relative_position`)
+REL_POS = "rel_pos_bias.weight"
 
 
 class CheckpointError(S2SFTError):
@@ -48,10 +53,21 @@ class PretrainedCheckpoint:
     sources: Dict[str, str] = field(default_factory=dict)
     #: the file the tensors were read from
     weights_file: Optional[str] = None
+    #: every tensor of the file the stack uses: its name in the file -> the stack parameter(s) it became
+    consumed: Dict[str, List[str]] = field(default_factory=dict)
+    #: every tensor of the file the stack does not use: its name in the file -> why
+    skipped: Dict[str, str] = field(default_factory=dict)
 
     def source(self, name: str) -> str:
         src = self.sources.get(name)
         return f"{src!r} (stack: {name!r})" if src and src != name else repr(name)
+
+    def key_report(self) -> List[Tuple[str, str]]:
+        """``(name in the file, what became of it)`` for every tensor of the file, in file order
+        where the format kept it (consumed: the stack parameters; skipped: ``skipped: why``)."""
+        rows = [(k, ", ".join(v)) for k, v in self.consumed.items()]
+        rows += [(k, f"skipped: {why}") for k, why in self.skipped.items()]
+        return rows
 
 
 def expected_shapes(sc: StackConfig) -> Dict[str, tuple]:
@@ -62,7 +78,8 @@ def expected_shapes(sc: StackConfig) -> Dict[str, tuple]:
 
 
 # --------------------------------------------------------------------------- renaming
-_REL_POS = re.compile(r"rel_pos|relative_attention_bias|rel_pos_bias")
+# any tensor named like a relative position table; only the rules' own (UniLMv2's shared table) are known
+_REL_POS = re.compile(r"rel_pos|relative_attention_bias|distance_embedding")
 
 
 @dataclass(frozen=True)
@@ -73,13 +90,16 @@ class RenameRules:
     strip: re.Pattern
     #: ``(pattern, replacement)``: the first pattern that matches the whole name gives its stack name
     rules: Sequence[Tuple[str, str]]
-    #: known tensors the stack does not use (searched in the name): ignored without a rule
-    drop: Optional[re.Pattern] = None
+    #: ``(pattern, why)``: known tensors the stack does not use (the pattern is searched in the
+    #: name): skipped, with the reason reported
+    skip: Sequence[Tuple[str, str]] = ()
     #: the MLM output projection the stack does not keep (it ties it to the word embeddings):
-    #: ignored, and collected so that :func:`check_output_tied` can check it really was tied
+    #: skipped, and collected so that :func:`check_output_tied` can check it really was tied
     output: Optional[re.Pattern] = None
     #: TF-era BERT names ``LayerNorm.gamma`` / ``.beta`` are read as ``.weight`` / ``.bias``
     tf_layer_norm_names: bool = False
+    #: a tensor that no rule maps and no ``skip`` names is an error (not skipped with a note)
+    strict: bool = False
 
     def local_name(self, key: str) -> str:
         return self.strip.sub("", key, count=1)
@@ -92,6 +112,12 @@ class RenameRules:
                 return re.sub(pattern, replacement, local)
         return None
 
+    def skip_reason(self, local: str) -> Optional[str]:
+        return next((why for pattern, why in self.skip if re.search(pattern, local)), None)
+
+
+OUTPUT_SKIPPED = "the MLM output projection; the stack ties it to the word embeddings"
+
 
 @dataclass
 class Renamed:
@@ -100,38 +126,62 @@ class Renamed:
     mapped: Dict[str, torch.Tensor] = field(default_factory=dict)
     #: stack name -> the checkpoint's tensor name (what error messages cite)
     sources: Dict[str, str] = field(default_factory=dict)
-    #: checkpoint names the stack does not use
+    #: checkpoint name -> the stack names it became
+    consumed: Dict[str, List[str]] = field(default_factory=dict)
+    #: checkpoint name -> why the stack does not use it (known tensors, and unknown ones of a
+    #: format that is not strict)
+    skipped: Dict[str, str] = field(default_factory=dict)
+    #: checkpoint names without a rule (a subset of ``skipped``; only formats that are not strict)
     ignored: List[str] = field(default_factory=list)
     #: the checkpoint's MLM output projection(s), by checkpoint name
     outputs: Dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def put(self, name: str, tensor: torch.Tensor, source: str) -> None:
+    def put(self, name: str, tensor: torch.Tensor, source: str, key: Optional[str] = None) -> None:
+        """Map ``tensor`` to stack ``name``; ``source`` is cited in errors, ``key`` (default
+        ``source``) is the checkpoint tensor it was read from."""
         self.mapped[name] = tensor
         self.sources[name] = source
+        self.consumed.setdefault(key or source, []).append(name)
+
+    def make(self, name: str, tensor: torch.Tensor, why: str) -> None:
+        """A stack tensor the format defines without a checkpoint tensor (e.g. UniLMv2's zero key bias)."""
+        self.mapped[name] = tensor
+        self.sources[name] = why
 
 
 def rename_tensors(raw: Dict[str, torch.Tensor], table: RenameRules, where: str) -> Renamed:
     """Rename a checkpoint's tensors into stack names with ``table``.
 
-    A relative position bias is refused (absolute positions only); two tensors that map to the same
-    stack name are an error; everything else without a rule is ignored (and listed).
+    A relative position tensor the rules do not map (only UniLMv2's one shared table is known) is
+    refused; two tensors that map to the same stack name are an error; a tensor without a rule is
+    an error when ``table.strict``, else skipped (and listed in ``ignored``).
     """
     out = Renamed()
     for key, tensor in raw.items():
         local = table.local_name(key)
-        if _REL_POS.search(local):
-            raise CheckpointError(
-                f"{where}: tensor {key!r} is a relative position bias (UniLMv2 / relative "
-                "positions). s2sft-fairseq supports absolute positions only; relative position "
-                "bias is not implemented yet (see README, 'Supported checkpoints')."
-            )
         if table.output is not None and table.output.fullmatch(local):
             out.outputs[key] = tensor
-            out.ignored.append(key)
+            out.skipped[key] = OUTPUT_SKIPPED
             continue
-        new = None if table.drop is not None and table.drop.search(local) else table.stack_name(local)
+        why = table.skip_reason(local)
+        if why is not None:
+            out.skipped[key] = why
+            continue
+        new = table.stack_name(local)
         if new is None:
+            if _REL_POS.search(local):
+                raise CheckpointError(
+                    f"{where}: tensor {key!r} is a relative position tensor in a layout s2sft-fairseq does not "
+                    "know; supported is UniLMv2's one table shared by all layers ('bert.rel_pos_bias.weight' "
+                    "or 'bert.encoder.rel_pos_bias.weight', shape (heads, rel_pos_bins); README, "
+                    "'Supported checkpoints')")
+            if table.strict:
+                raise CheckpointError(
+                    f"{where}: tensor {key!r} {tuple(tensor.shape)} is not used by the stack and is not one of "
+                    "the known extras of this format; refusing to skip it silently (README, 'Supported "
+                    "checkpoints')")
             out.ignored.append(key)
+            out.skipped[key] = "not used by the stack (no rule for it)"
         elif new in out.mapped:
             raise CheckpointError(f"{where}: tensors {out.sources[new]!r} and {key!r} both map to {new!r}")
         else:
@@ -182,25 +232,60 @@ def check_fits(ck: PretrainedCheckpoint, shapes: Dict[str, tuple], sizes: StackC
 
 def check_output_tied(ck: PretrainedCheckpoint, outputs: Dict[str, torch.Tensor]) -> None:
     """Note an MLM output projection that is not the word embedding matrix: the stack ties them
-    (s2s-ft shares all parameters, §2), so its predictions start from the word embeddings."""
+    (s2s-ft shares all parameters, §2), so its predictions start from the word embeddings. The
+    reason a skipped projection gives says which it was."""
     word = ck.state_dict.get(WORDS)
     for key, w in outputs.items():
-        if word is not None and (w.shape != word.shape or not torch.equal(w, word)):
+        if word is None:
+            continue
+        if w.shape != word.shape or not torch.equal(w, word):
             ck.notes.append(f"the checkpoint's output layer {key!r} is not tied to its word embeddings; "
                             "the stack ties them (s2s-ft), so its MLM predictions start from the word "
                             "embeddings instead")
+            ck.skipped[key] = OUTPUT_SKIPPED + " (it is NOT equal to them: see the notes)"
+        else:
+            ck.skipped[key] = OUTPUT_SKIPPED + f" (equal to {ck.sources.get(WORDS, WORDS)!r})"
+
+
+def check_relative_position_bias(ck: PretrainedCheckpoint, config_name: str) -> None:
+    """The config's ``rel_pos_bins`` and the checkpoint's bias table agree: both or neither, and the
+    table is ``(heads, rel_pos_bins)`` (UniLMv2's bias-free linear map from buckets to heads)."""
+    sc, where = ck.config, ck.weights_file or ck.path
+    table = ck.state_dict.get(REL_POS)
+    if sc.rel_pos_bins and table is None:
+        raise CheckpointError(
+            f"{config_name}: rel_pos_bins is {sc.rel_pos_bins} (relative position bias), but {where} has no "
+            f"bias table ('bert.rel_pos_bias.weight' or 'bert.encoder.rel_pos_bias.weight', shape "
+            f"({sc.num_heads}, {sc.rel_pos_bins})); the weights and the config are not the same checkpoint's")
+    if table is None:
+        return
+    shape = tuple(table.shape)
+    if not sc.rel_pos_bins:
+        bins = f"rel_pos_bins {shape[1]} by the table's shape" if len(shape) == 2 else "rel_pos_bins"
+        raise CheckpointError(
+            f"{where}: tensor {ck.source(REL_POS)} is a relative position bias table {shape}, but {config_name} "
+            f"sets no rel_pos_bins / max_rel_pos; add both to the config ({bins}; max_rel_pos is recorded "
+            "only in the checkpoint's own config)")
+    want = (sc.num_heads, sc.rel_pos_bins)
+    if shape != want:
+        hint = " (it looks transposed)" if shape == want[::-1] else ""
+        raise CheckpointError(
+            f"{where}: relative position bias table {ck.source(REL_POS)} has shape {shape}, but {config_name} "
+            f"implies (num_attention_heads, rel_pos_bins) = {want}{hint}; the checkpoint does not fit")
 
 
 def finish_import(ck: PretrainedCheckpoint, renamed: Renamed, config_name: str) -> None:
-    """What every format does once ``ck`` holds the renamed tensors: check them against the stack
-    ``ck.config`` describes (``config_name`` is where those sizes come from), then note an untied
-    output layer and the ignored tensors."""
+    """What every format does once ``ck`` holds the renamed tensors: record what became of every
+    tensor, check them against the stack ``ck.config`` describes (``config_name`` is where those
+    sizes come from), then note an untied output layer and the tensors not used."""
+    ck.consumed, ck.skipped = dict(renamed.consumed), dict(renamed.skipped)
+    check_relative_position_bias(ck, config_name)
     ck.notes += check_fits(ck, expected_shapes(ck.config), ck.config, config_name)
     check_output_tied(ck, renamed.outputs)
-    ignored = renamed.ignored
-    if ignored:
-        ck.notes.append(f"ignored {len(ignored)} tensors not used by the stack: {', '.join(ignored[:6])}"
-                        + (" ..." if len(ignored) > 6 else ""))
+    skipped = list(ck.skipped)
+    if skipped:
+        ck.notes.append(f"ignored {len(skipped)} tensors not used by the stack: {', '.join(skipped[:6])}"
+                        + (" ..." if len(skipped) > 6 else ""))
 
 
 # --------------------------------------------------------------------------- loading
