@@ -29,8 +29,9 @@ STACK_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "interme
 @dataclass
 class WarmStartConfig(FairseqDataclass):
     pretrained_checkpoint: str = field(default="", metadata={
-        "help": "Hugging Face directory (config.json + weights + tokenizer) or fairseq RoBERTa "
-                "model.pt/dict.txt to warm-start from; empty = random init (sizes below)"})
+        "help": "checkpoint to warm-start from: a Hugging Face directory (config.json + weights + tokenizer), "
+                "a fairseq RoBERTa / XLM-R model.pt + dict.txt, or s2s-ft's raw .bin + config.json + vocab.txt "
+                "(README, 'Supported checkpoints'); empty = random init (sizes below)"})
     load_pretrained_weights: bool = field(default=True, metadata={
         "help": "internal: set to False in the saved config once the weights are inside the "
                 "fairseq checkpoint, so generation does not need the pretrained files"})
