@@ -395,18 +395,20 @@ def run_method(report, ctx, method):
         report.add("SKIP", f"generate fp16 [{method}]", "fp16 decoding is checked on CUDA only")
     else:
         report.run(f"generate fp16 [{method}]", check_generate_fp16, ctx, method, ckpt)
-    name = f"fused attention [{method}]"
+    precisions = ("fp32",) if ctx.device == "cpu" else ("fp16", "bf16")
     try:
         built = training_model(ctx, method)
     except Exception as e:  # noqa: BLE001
         traceback.print_exc(file=sys.stderr)
-        report.add("FAIL", name, f"building the model and a batch failed: {type(e).__name__}: {e}")
+        report.add("FAIL", f"fused attention [{method}]", f"building the model and a batch failed: "
+                                                           f"{type(e).__name__}: {e}")
         return
-    for precision in (("fp32",) if ctx.device == "cpu" else ("fp16", "bf16")):
+    for precision in precisions:
+        name = f"fused attention [{method}, {precision}]"
         if precision == "bf16" and ctx.bf16_skip:
-            report.add("SKIP", f"{name[:-1]}, {precision}]", ctx.bf16_skip)
-            continue
-        report.run(f"{name[:-1]}, {precision}]", check_fused_attention, ctx, built, precision)
+            report.add("SKIP", name, ctx.bf16_skip)
+        else:
+            report.run(name, check_fused_attention, ctx, built, precision)
     del built
     if ctx.device == "cuda":
         import torch

@@ -242,7 +242,7 @@ def test_torch_release_and_cuda_build_are_pinned_in_one_place():
                     not name.endswith((".py", ".sh", ".txt", ".cfg", ".toml", ".yaml", ".ini")) and name != "run"):
                 continue
             with open(path, encoding="utf-8", errors="replace") as f:
-                for i, line in enumerate(f, 1):
+                for line in f:
                     if not line.lstrip().startswith("#") and pattern.search(line):
                         hits.append((os.path.relpath(path, REPO), line.strip()))
     assert hits == [("tests/setup_env.sh", f"TORCH_VERSION={version}"),
