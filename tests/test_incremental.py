@@ -37,7 +37,7 @@ def oracle_lprobs(model, rows_src, prev):
              type_ids=(c.source_type_id, c.target_type_id))
     h, _ = model.stack(p.tokens, p.positions, p.token_types, p.attn_mask)
     last = h[:, p.predict_offset + tgt_in.size(1) - 1]
-    return torch.log_softmax(model.stack.lm_head(last), dim=-1)
+    return torch.log_softmax(model.stack.lm_head(last).float(), dim=-1)
 
 
 def lprobs_of(logits):
@@ -46,14 +46,18 @@ def lprobs_of(logits):
 
 def run_decode(model, src, beam, steps, shrink_at=None, keep=None, seed=0):
     """Decode ``steps`` steps with random tokens, random beam reorders and one batch shrink;
-    return the largest deviation of the cached and the full-recompute paths from the oracle."""
+    return the largest deviation of the cached and the full-recompute paths from the oracle.
+
+    Runs on ``src``'s device (bench/gpu_check.py runs it on CUDA, in fp16 / bf16 too); the random
+    draws are made on the CPU, so every device sees the same tokens and reorders."""
     g = torch.Generator().manual_seed(seed)
     d = model.decoder.dictionary
+    device = src.device
     enc = model.encoder(src)
-    order = torch.arange(src.size(0)).repeat_interleave(beam)
+    order = torch.arange(src.size(0), device=device).repeat_interleave(beam)
     enc = model.encoder.reorder_encoder_out(enc, order)
     rows_src = src[order]
-    prev = torch.full((rows_src.size(0), 1), d.eos())
+    prev = torch.full((rows_src.size(0), 1), d.eos(), device=device)
     state = {}
     worst = {"incremental": 0.0, "full": 0.0}
     for step in range(steps):
@@ -68,11 +72,11 @@ def run_decode(model, src, beam, steps, shrink_at=None, keep=None, seed=0):
                      + torch.arange(n_sent)[:, None] * beam)
         if step == shrink_at:  # fairseq drops finished sentences from the batch
             new_order = new_order[keep]
-        new_order = new_order.reshape(-1)
+        new_order = new_order.reshape(-1).to(device)
         model.decoder.reorder_incremental_state_scripting(state, new_order)
         enc = model.encoder.reorder_encoder_out(enc, new_order)
         rows_src = rows_src[new_order]
-        nxt = torch.randint(5, len(d), (new_order.numel(), 1), generator=g)
+        nxt = torch.randint(5, len(d), (new_order.numel(), 1), generator=g).to(device)
         prev = torch.cat([prev[new_order], nxt], dim=1)
     return worst, enc
 
