@@ -1,6 +1,6 @@
 """The one place that bridges a checkpoint's vocabulary and fairseq's ``Dictionary``.
 
-DESIGN §4: row *i* of our embedding matrix must be the checkpoint's row for the same token
+docs/design.md §6: row *i* of our embedding matrix must be the checkpoint's row for the same token
 string. fairseq's stock ``Dictionary`` always puts ``<s> <pad> </s> <unk>`` at rows 0..3, which
 would shift a BERT vocabulary by four rows. :class:`CheckpointDictionary` instead holds the
 checkpoint's vocabulary *exactly in id order* (``nspecial == 0``) and points fairseq's
