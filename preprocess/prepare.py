@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pretrained", required=True, metavar="DIR",
                    help="checkpoint directory with the tokenizer files and config.json (Hugging Face or "
-                        "s2s-ft's; an s2s-ft .bin file stands for its directory)")
+                        "s2s-ft's; an s2s-ft .bin file stands for its directory), or a hub name (org/name) "
+                        "already in the local Hugging Face cache")
     p.add_argument("-s", "--source-lang", default="src", help="source file suffix (default: src)")
     p.add_argument("-t", "--target-lang", default="tgt", help="target file suffix (default: tgt)")
     p.add_argument("--trainpref", metavar="FP", help="train file prefix (or .jsonl file with --jsonl)")
@@ -157,9 +158,21 @@ def _pair_jsonl(path: str, args, stats: PairStats) -> Iterator[Example]:
 NO_LIMIT = 10 ** 12  # tokenizer model_max_length: we truncate ourselves
 
 
+def resolve_pretrained(pretrained: str) -> str:
+    """``pretrained`` itself, or the local cache snapshot of a hub name ``org/name``
+    (:mod:`s2sft_fairseq.checkpoints.hub_names`; nothing is downloaded)."""
+    from s2sft_fairseq.checkpoints.common import CheckpointError
+    from s2sft_fairseq.checkpoints.hub_names import resolve_pretrained_path
+    try:
+        return resolve_pretrained_path(pretrained)
+    except CheckpointError as e:
+        raise DataError(f"--pretrained: {e}") from None
+
+
 def tokenizer_dir(pretrained: str) -> str:
-    """The directory holding a checkpoint's tokenizer: ``pretrained`` itself, or the directory of an
-    s2s-ft ``.bin`` file."""
+    """The directory holding a checkpoint's tokenizer: ``pretrained`` itself, the directory of an
+    s2s-ft ``.bin`` file, or the cached snapshot of a hub name (:func:`resolve_pretrained`)."""
+    pretrained = resolve_pretrained(pretrained)
     if os.path.isfile(pretrained) and pretrained.endswith(".bin"):
         return os.path.dirname(os.path.abspath(pretrained))
     if not os.path.isdir(pretrained):
@@ -320,6 +333,8 @@ def write_pretrained_json(args, tokenizer) -> None:
         "source_lang": args.source_lang,
         "target_lang": args.target_lang,
     }
+    if info["pretrained"] != os.path.abspath(args.pretrained) and not os.path.exists(args.pretrained):
+        info["hub_name"] = args.pretrained  # resolved to its cached snapshot
     with open(os.path.join(args.destdir, "pretrained.json"), "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)
         f.write("\n")

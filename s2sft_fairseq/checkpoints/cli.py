@@ -11,9 +11,9 @@ fairseq checkpoint.
         --max-source-positions 464 --max-target-positions 48   # decode with fairseq-generate --path OUT.pt
 
 ``DIR`` is anything ``--pretrained-checkpoint`` accepts: a Hugging Face directory, s2s-ft's own
-files (``pytorch_model.bin`` or a named ``.bin`` with ``config.json`` + ``vocab.txt``) or a fairseq
-RoBERTa / XLM-R ``model.pt`` (+ ``dict.txt``). The exported dictionary lists the checkpoint's
-vocabulary row for row (README, 'Supported checkpoints'); hand it to ``fairseq-preprocess --srcdict/--tgtdict``
+files (``pytorch_model.bin`` or a named ``.bin`` with ``config.json`` + ``vocab.txt``), a fairseq
+RoBERTa / XLM-R ``model.pt`` (+ ``dict.txt``), or a hub name in the local Hugging Face cache. The
+exported dictionary lists the checkpoint's vocabulary row for row (README, 'Supported checkpoints'); hand it to ``fairseq-preprocess --srcdict/--tgtdict``
 (``s2sft-prepare`` does that for you). ``--to-fairseq-checkpoint`` is :mod:`.to_fairseq` (a
 published fine-tuned model, decoded without training). Exit status 1 with a one-line message on
 a checkpoint or dictionary error.
@@ -35,8 +35,8 @@ def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="s2sft-import", description=__doc__.split("\n\n")[0])
     p.add_argument("--pretrained", required=True, metavar="DIR",
                    help="Hugging Face checkpoint directory, s2s-ft's files (a directory with pytorch_model.bin, "
-                        "config.json and vocab.txt, or a named .bin file in one), or fairseq RoBERTa/XLM-R model.pt "
-                        "(or its directory)")
+                        "config.json and vocab.txt, or a named .bin file in one), fairseq RoBERTa/XLM-R model.pt "
+                        "(or its directory), or a hub name (org/name) already in the local Hugging Face cache")
     p.add_argument("--inspect", action="store_true",
                    help="print the family, sizes, positions (relative position bias), segment ids, whether an MLM "
                         "head exists, the importer's notes and the tensors it skipped")

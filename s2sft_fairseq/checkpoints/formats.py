@@ -15,6 +15,7 @@ from typing import Callable
 
 from . import fairseq_roberta, huggingface, s2sft_bin
 from .common import CheckpointError, PretrainedCheckpoint
+from .hub_names import resolve_pretrained_path
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,9 @@ FORMATS = (CheckpointFormat.of(s2sft_bin), CheckpointFormat.of(huggingface), Che
 
 
 def load_pretrained(path: str) -> PretrainedCheckpoint:
-    """Read any supported checkpoint from disk (no network)."""
+    """Read any supported checkpoint from disk (no network). ``path`` may also be a hub name
+    (``org/name``) whose snapshot is in the local Hugging Face cache (:mod:`.hub_names`)."""
+    path = resolve_pretrained_path(path)
     if not path or not os.path.exists(path):
         raise CheckpointError(f"pretrained checkpoint {path!r} does not exist (expected {_expected()})")
     for fmt in FORMATS:

@@ -30,8 +30,9 @@ STACK_FIELDS = ("vocab_size", "hidden_size", "num_layers", "num_heads", "interme
 class WarmStartConfig(FairseqDataclass):
     pretrained_checkpoint: str = field(default="", metadata={
         "help": "checkpoint to warm-start from: a Hugging Face directory (config.json + weights + tokenizer), "
-                "a fairseq RoBERTa / XLM-R model.pt + dict.txt, or s2s-ft's raw .bin + config.json + vocab.txt "
-                "(README, 'Supported checkpoints'); empty = random init (sizes below)"})
+                "a fairseq RoBERTa / XLM-R model.pt + dict.txt, s2s-ft's raw .bin + config.json + vocab.txt, or a "
+                "hub name (org/name) in the local Hugging Face cache (README, 'Supported checkpoints'); empty = "
+                "random init (sizes below)"})
     load_pretrained_weights: bool = field(default=True, metadata={
         "help": "internal: set to False in the saved config once the weights are inside the "
                 "fairseq checkpoint, so generation does not need the pretrained files"})
