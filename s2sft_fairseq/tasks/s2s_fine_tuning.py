@@ -7,7 +7,6 @@ name. Reads the paired data ``fairseq-preprocess`` wrote with the checkpoint's d
 s2s-ft sequence generator for decoding. Generation and validation never drop a sentence: the
 last batch is kept whatever ``--required-batch-size-multiple`` says.
 """
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from ..errors import MissingFileError, S2SFTError
 from ..data.corruption import CORRUPTIONS
 from ..packing import METHOD_NAMES
 from ..precision import PRECISIONS, AutocastCriterion, on_cpu
+from .portable_save_dir import SAVE_DIR_DICT, find_tokenizer_dir, write_save_dir_files
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,9 @@ class S2SFineTuningTask(FairseqTask):
             raise S2SFTError("pseudo_masked_lm needs a data directory (the one s2sft-prepare wrote)")
         src_path = os.path.join(paths[0], f"dict.{cfg.source_lang}.txt")
         tgt_path = os.path.join(paths[0], f"dict.{cfg.target_lang}.txt")
+        save_dir_dict = os.path.join(paths[0], SAVE_DIR_DICT)
+        if not os.path.exists(src_path) and not os.path.exists(tgt_path) and os.path.exists(save_dir_dict):
+            src_path = tgt_path = save_dir_dict  # a save directory as the data directory (portable_save_dir)
         for p in (src_path, tgt_path):
             if not os.path.exists(p):
                 raise MissingFileError(f"{p}: missing; binarize the data with s2sft-prepare")
@@ -154,6 +157,9 @@ class S2SFineTuningTask(FairseqTask):
 
         Checkpoints saved before the method was recorded as ``ft_method`` name it
         ``decoding_method``: that value is carried over (:func:`upgrade_legacy_model_config`).
+
+        Built for training (not from a checkpoint), the model's dictionary and tokenizer are also
+        written into ``--save-dir`` (:mod:`.portable_save_dir`).
         """
         from omegaconf import open_dict
         upgrade_legacy_model_config(cfg)
@@ -166,7 +172,28 @@ class S2SFineTuningTask(FairseqTask):
                         value = learned[key]
                         if cfg[key] != value:
                             cfg[key] = value
+        if not from_checkpoint:
+            self._write_save_dir_files()
         return model
+
+    def _write_save_dir_files(self):
+        """fairseq-train (rank 0) has created ``--save-dir`` before it builds the model: put the
+        dictionary and the tokenizer there. Nothing is written for a config without a save
+        directory on disk (a model built in code) or with ``--no-save``."""
+        root = self.cfg._get_root() if OmegaConf.is_config(self.cfg) else None
+        if root is None:
+            return
+        save_dir = OmegaConf.select(root, "checkpoint.save_dir", default=None)
+        rank = OmegaConf.select(root, "distributed_training.distributed_rank", default=0) or 0
+        if (not save_dir or not os.path.isdir(save_dir) or rank != 0
+                or OmegaConf.select(root, "checkpoint.no_save", default=False)):
+            return
+        try:
+            tokenizer_dir = self.resolve_tokenizer_dir()
+        except FileNotFoundError as e:
+            logger.warning(f"{e}: {save_dir} gets no tokenizer")
+            tokenizer_dir = ""
+        write_save_dir_files(save_dir, self.dictionary, tokenizer_dir)
 
     # ------------------------------------------------------------------ precision
     def _cpu_amp(self, model, optimizer=None) -> bool:
@@ -265,20 +292,21 @@ class S2SFineTuningTask(FairseqTask):
 
     # ------------------------------------------------------------------ text in / out
     def resolve_tokenizer_dir(self):
-        if self.cfg.tokenizer_dir:
-            return self.cfg.tokenizer_dir
-        if self.cfg.data:
-            meta = os.path.join(utils.split_paths(self.cfg.data)[0], "pretrained.json")
-            if os.path.exists(meta):
-                with open(meta, encoding="utf-8") as f:
-                    return json.load(f).get("pretrained", "")
-        return ""
+        """``--tokenizer-dir``, the directory in ``DATA/pretrained.json``, or (when that is missing
+        here) the tokenizer saved next to the ``--path`` checkpoint or in DATA itself
+        (:func:`.portable_save_dir.find_tokenizer_dir`); '' when none is known."""
+        data = utils.split_paths(self.cfg.data)[0] if self.cfg.data else None
+        root = self.cfg._get_root() if OmegaConf.is_config(self.cfg) else None
+        paths = OmegaConf.select(root, "common_eval.path", default=None) if root is not None else None
+        checkpoint_dirs = [os.path.dirname(os.path.abspath(p)) for p in (paths or "").split(os.pathsep) if p]
+        return find_tokenizer_dir(self.cfg.tokenizer_dir, data, checkpoint_dirs)
 
     def build_bpe(self, args):
         """Without an explicit --bpe, detokenize with the checkpoint's own tokenizer.
 
-        The tokenizer directory is ``--tokenizer-dir`` or the checkpoint recorded by
-        s2sft-prepare in ``DATA/pretrained.json``; without either, output stays wordpieces.
+        The tokenizer directory is ``--tokenizer-dir``, the checkpoint recorded by s2sft-prepare in
+        ``DATA/pretrained.json``, or a portable save directory's (:meth:`resolve_tokenizer_dir`);
+        without any, output stays wordpieces.
         """
         if getattr(args, "_name", None) or (isinstance(args, dict) and args.get("_name")):
             return super().build_bpe(args)
@@ -286,9 +314,6 @@ class S2SFineTuningTask(FairseqTask):
         if not tok_dir:
             logger.warning("no --tokenizer-dir and no DATA/pretrained.json: output is not detokenized")
             return None
-        if not os.path.isdir(tok_dir):
-            raise FileNotFoundError(f"tokenizer directory {tok_dir!r} (--tokenizer-dir or DATA/pretrained.json) "
-                                    "does not exist")
         from ..tokenizer import CheckpointTokenizerBPE
         return CheckpointTokenizerBPE.from_dir(tok_dir)
 
