@@ -6,9 +6,22 @@
 :mod:`.fairseq_patches`, the one list of everything the plugin changes in fairseq, torch and
 Python (the weights-only allow-list, atomic checkpoint copies, one-line errors for unreadable
 checkpoints; the one-line error hook only when a fairseq command-line tool is running).
+
+``from s2sft_fairseq import S2SFT`` is the Python API (:mod:`.hub_interface`, README "Python
+API"); it is imported on first use, so a plain ``import s2sft_fairseq`` does not load it.
 """
 from . import fairseq_patches
 
 fairseq_patches.install()
 
 from . import criterions, models, optim, tasks, tokenizer  # noqa: E402,F401
+
+
+__all__ = ["S2SFT"]
+
+
+def __getattr__(name):
+    if name == "S2SFT":
+        from .hub_interface import S2SFT
+        return S2SFT
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,9 +4,11 @@ Output tokens are merged back into text (WordPiece ``##``, byte-level BPE, sente
 ``convert_tokens_to_string``; raw text for fairseq-interactive is split into the same tokens
 ``s2sft-prepare`` produces (both read the tokenizer with
 :func:`~s2sft_fairseq.checkpoints.tokenizers.load_checkpoint_tokenizer`). The task uses it
-automatically when no ``--bpe`` is given.
+automatically when no ``--bpe`` is given, and the Python API (:mod:`s2sft_fairseq.hub_interface`)
+with the tokenizer found for the checkpoint (:mod:`s2sft_fairseq.tasks.portable_save_dir`).
 """
 from dataclasses import dataclass, field
+from typing import List
 
 from fairseq.data.encoders import register_bpe
 from fairseq.dataclass import FairseqDataclass
@@ -30,11 +32,18 @@ class CheckpointTokenizerBPE:
     def from_dir(cls, path):
         return cls(CheckpointTokenizerConfig(tokenizer_dir=path))
 
+    def tokens(self, x: str) -> List[str]:
+        """The tokens of raw text, exactly as ``s2sft-prepare`` makes them: control characters,
+        Unicode separators and lone surrogates (invalid UTF-8 bytes on stdin) become spaces first
+        (:func:`~s2sft_fairseq.text.clean_text`); a token that is empty or holds white space (it
+        could not survive the space-separated form) becomes the unknown token. ``[]`` when nothing
+        is left after cleaning."""
+        tokens = self.tok.tokenize(clean_text(x))
+        return [self.tok.unk_token if (not t or any(c.isspace() for c in t)) else t for t in tokens]
+
     def encode(self, x: str) -> str:
-        """Tokenize raw text exactly as ``s2sft-prepare`` does: control characters, Unicode
-        separators and lone surrogates (invalid UTF-8 bytes on stdin) become spaces first
-        (:func:`~s2sft_fairseq.text.clean_text`)."""
-        return " ".join(self.tok.tokenize(clean_text(x)))
+        """:meth:`tokens`, space-separated (what fairseq's dictionary binarizes)."""
+        return " ".join(self.tokens(x))
 
     def decode(self, x: str) -> str:
         tokens = x.split()
