@@ -209,7 +209,8 @@ class S2SFT(nn.Module):
         assign(view.cfg, task_options, "task")
         return view
 
-    def _decode(self, task, gen_args, sources: List[_Source], batching: Dict, seed: Optional[int]) -> Dict[int, List[Hypothesis]]:
+    def _decode(self, task, gen_args, sources: List[_Source], batching: Dict,
+                seed: Optional[int]) -> Dict[int, List[Hypothesis]]:
         import numpy as np
         from fairseq import utils
         from fairseq_cli.generate import get_symbols_to_strip_from_output

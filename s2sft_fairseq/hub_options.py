@@ -95,7 +95,9 @@ def split_options(options: Dict[str, Any], task_dataclass, where: str) -> SplitO
         elif name in BATCHING_OPTIONS:
             out.batching[name] = value
         elif name == "seed" and not loading:
-            out.seed = None if value is None else int(value)
+            if value is not None and not isinstance(value, int):
+                raise S2SFTError(f"{where}: seed={value!r} is not an integer")
+            out.seed = value
         elif name in TRAINING_TASK_OPTIONS:
             raise S2SFTError(f"{where}: {name} is a fine-tuning option, it does nothing when decoding (the model "
                              f"records how it was trained; model_overrides={{'{name}': ...}} in from_pretrained "
@@ -106,11 +108,11 @@ def split_options(options: Dict[str, Any], task_dataclass, where: str) -> SplitO
         elif name in task:
             out.task[name] = value
         else:
+            decoding = sorted(n for n in task if n not in LOAD_TIME_TASK_OPTIONS and n not in TRAINING_TASK_OPTIONS)
             raise UnknownOptionError(
                 f"{where}() got an unknown option {name!r}: not a generation option (fairseq-generate's "
                 f"decoding flags, e.g. beam, nbest, lenpen, sampling_topk), not an option of the task "
-                f"({', '.join(sorted(n for n in task if n not in LOAD_TIME_TASK_OPTIONS and n not in TRAINING_TASK_OPTIONS))}), "
-                f"not {' / '.join(BATCHING_OPTIONS)}" + ("" if loading else " or seed")
+                f"({', '.join(decoding)}), not {' / '.join(BATCHING_OPTIONS)}" + ("" if loading else " or seed")
                 + ("; seed is an option of generate()" if loading and name == "seed" else ""))
     return out
 
