@@ -345,6 +345,28 @@ def test_tokenizer_dir_resolution_order_and_error(tmp_path):
     assert find_tokenizer_dir("", str(tmp_path / "nowhere"), []) == ""
 
 
+@pytest.mark.parametrize("lower", [True, False])
+def test_save_dir_tokenizer_from_a_bare_vocab_keeps_its_recorded_casing(tmp_path, lower):
+    """s2s-ft's tokenizer is a bare vocab.txt whose casing is recorded beside it; the save
+    directory's copy records it itself and tokenizes the same (the shared checkpoint loader)."""
+    import json
+    import checkpoint_factory as cf
+    from s2sft_fairseq.checkpoints.tokenizers import load_checkpoint_tokenizer
+    from s2sft_fairseq.checkpoints.vocab import dictionary_from_tokenizer
+    from s2sft_fairseq.tasks.portable_save_dir import write_save_dir_files
+    src, save = tmp_path / "bare", tmp_path / "save"
+    src.mkdir()
+    save.mkdir()
+    (src / "vocab.txt").write_text("\n".join(cf.bert_vocab()) + "\n")
+    (src / "config.json").write_text(json.dumps({"do_lower_case": lower}))
+    original = load_checkpoint_tokenizer(str(src))
+    write_save_dir_files(str(save), dictionary_from_tokenizer(original), str(src))
+    copy = load_checkpoint_tokenizer(str(save))
+    line = "The DOG sat on the Mat, bako ridu."
+    assert copy.tokenize(line) == original.tokenize(line)
+    assert ("dog" in copy.tokenize(line)) == lower and copy.get_vocab() == original.get_vocab()
+
+
 def test_save_dir_without_dictionary_asks_for_the_data(tiny_save_dir, tmp_path):
     from s2sft_fairseq import S2SFT
     old = str(tmp_path / "old_save_dir")

@@ -72,18 +72,28 @@ def find_tokenizer_dir(explicit: str, data: Optional[str], fallbacks: Iterable[O
 
 
 def write_save_dir_files(save_dir: str, dictionary, tokenizer_dir: str) -> None:
-    """Write ``dict.txt`` and the tokenizer's files into ``save_dir`` (see the module docstring)."""
+    """Write ``dict.txt`` and the tokenizer's files into ``save_dir`` (see the module docstring).
+    The tokenizer is read with the checkpoint loader (:mod:`..checkpoints.tokenizers`) and written
+    with ``save_pretrained``, which also records what a bare ``vocab.txt`` leaves implicit (class,
+    casing); read back, it must have the same vocabulary, else the copy is removed with a warning."""
     dict_path = os.path.join(save_dir, SAVE_DIR_DICT)
     tmp = dict_path + ".tmp"
     dictionary.save(tmp)
     os.replace(tmp, dict_path)
     written = [SAVE_DIR_DICT]
     if tokenizer_dir and os.path.abspath(tokenizer_dir) != os.path.abspath(save_dir):
-        from transformers import AutoTokenizer
+        from ..checkpoints.tokenizers import load_checkpoint_tokenizer
+        files = []
         try:
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, local_files_only=True)
-            written += [os.path.basename(p) for p in tokenizer.save_pretrained(save_dir)]
+            tokenizer = load_checkpoint_tokenizer(tokenizer_dir)
+            files = [os.path.basename(p) for p in tokenizer.save_pretrained(save_dir)]
+            if load_checkpoint_tokenizer(save_dir).get_vocab() != tokenizer.get_vocab():
+                raise ValueError("the saved tokenizer reads back with another vocabulary")
+            written += files
         except Exception as e:  # never stop training for this: the data directory still has the path
+            for name in files:
+                if os.path.isfile(os.path.join(save_dir, name)):
+                    os.remove(os.path.join(save_dir, name))
             logger.warning(f"could not copy the tokenizer of {tokenizer_dir} into {save_dir} "
                            f"({type(e).__name__}: {e}); the save directory is not portable")
     elif not tokenizer_dir:
