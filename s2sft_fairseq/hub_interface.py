@@ -182,9 +182,13 @@ class S2SFT(nn.Module):
                for s in sources]
         return out[0] if single else out
 
-    def _sources(self, texts: List[str], task) -> List[_Source]:
+    def _max_positions(self, task):
+        """(source, target) positions of the task and the models, whichever is smaller (fairseq's rule)."""
         from fairseq import utils
-        max_source = utils.resolve_max_positions(task.max_positions(), *[m.max_positions() for m in self.models])[0]
+        return utils.resolve_max_positions(task.max_positions(), *[m.max_positions() for m in self.models])
+
+    def _sources(self, texts: List[str], task) -> List[_Source]:
+        max_source = self._max_positions(task)[0]
         room = max_source - 2  # [CLS] ... [SEP]
         sources = []
         for i, text in enumerate(texts):
@@ -217,9 +221,8 @@ class S2SFT(nn.Module):
         generator = task.build_generator(list(self.models), gen_args)
         strip = get_symbols_to_strip_from_output(generator)
         dataset = task.build_dataset_for_inference([s.tokens for s in sources], [len(s.tokens) for s in sources])
-        max_positions = utils.resolve_max_positions(task.max_positions(), *[m.max_positions() for m in self.models])
         itr = task.get_batch_iterator(dataset=dataset, max_tokens=batching["max_tokens"],
-                                      max_sentences=batching["batch_size"], max_positions=max_positions,
+                                      max_sentences=batching["batch_size"], max_positions=self._max_positions(task),
                                       disable_iterator_cache=True).next_epoch_itr(shuffle=False)
         if seed is not None:  # as fairseq-generate / -interactive --seed
             np.random.seed(seed)
