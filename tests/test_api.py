@@ -249,10 +249,15 @@ def test_generation_options_change_the_output(model, texts):
     assert [len(r.hypotheses) for r in model.generate(texts[:3], beam=4, nbest=4, max_len_b=12)] == [4, 4, 4]
 
 
-def test_decode_precision_bf16_from_pretrained(tiny_save_dir, texts):
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_decode_precision_from_pretrained(tiny_save_dir, texts, precision):
     from s2sft_fairseq import S2SFT
-    m = S2SFT.from_pretrained(tiny_save_dir[0], decode_precision="bf16")
-    assert {p.dtype for p in m.models[0].parameters()} == {torch.bfloat16}
+    m = S2SFT.from_pretrained(tiny_save_dir[0], decode_precision=precision)
+    if precision == "bf16":
+        assert {p.dtype for p in m.models[0].parameters()} == {torch.bfloat16}
+    else:  # torchao's dynamic int8 weights in every linear layer of the stack
+        linear = [mod for mod in m.models[0].modules() if type(mod) is torch.nn.Linear]
+        assert linear and all("Int8" in type(mod.weight).__name__ for mod in linear)
     results = m.generate(texts[:4], **BEAM)
     assert all(len(r.hypotheses) == 2 and r.hypotheses[0].text for r in results)
 
