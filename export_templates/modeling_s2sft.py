@@ -301,8 +301,8 @@ class S2SFTDecoding:
         """
         if num_return_sequences > num_beams:
             raise ValueError(f"num_return_sequences {num_return_sequences} > num_beams {num_beams}")
-        limit = self.s2sft["max_target_positions"]
-        max_len = min(max_new_tokens or limit, limit) - 1  # the step at which [SEP] is forced
+        # fairseq: at most min(--max-len-b, max_target_positions - 1) tokens before [SEP] (--max-len-b 200)
+        max_len = min(max_new_tokens or 201, self.s2sft["max_target_positions"]) - 1  # [SEP] forced at this step
         if not 0 <= min_new_tokens <= max_len:
             raise ValueError(f"min_new_tokens {min_new_tokens} must be between 0 and max_new_tokens - 1 = {max_len}")
         src = self._sources(input_ids, attention_mask)

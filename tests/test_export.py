@@ -246,6 +246,63 @@ def test_bad_input_gives_one_line_errors(tmp_path, capsys):
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o4").exists()
 
 
+def fabricated(path, arch="unilm_seq2seq", family="bert", data="", **sizes):
+    """A checkpoint laid out as fairseq-train saves one, built in-process without training: a tiny
+    random model in a factory family's vocabulary, its state dict and its saved config."""
+    import dataclasses
+    from types import SimpleNamespace
+    from s2sft_fairseq.checkpoints import load_pretrained
+    from s2sft_fairseq.models.bert2bert import Bert2BertConfig, Bert2BertModel
+    from s2sft_fairseq.models.unilm_seq2seq import UnilmSeq2SeqConfig, UnilmSeq2SeqModel
+    folder = factory.get(family)[0]
+    d = load_pretrained(folder).dictionary
+    config_class, model_class = ((UnilmSeq2SeqConfig, UnilmSeq2SeqModel) if arch == "unilm_seq2seq"
+                                 else (Bert2BertConfig, Bert2BertModel))
+    task = {"_name": "pseudo_masked_lm", "data": data, "tokenizer_dir": folder, "ft_method": "causal",
+            "corruption": "paper", "max_source_positions": 64, "max_target_positions": 32}
+    cfg = config_class(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64, max_source_positions=64,
+                       max_target_positions=32, max_positions=96, **sizes)
+    model = model_class.build_model(cfg, SimpleNamespace(source_dictionary=d, target_dictionary=d,
+                                                         cfg=SimpleNamespace(**task)))
+    saved = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    saved.update(_name=arch, ft_method="causal", corruption="paper")
+    torch.save({"model": model.state_dict(), "cfg": {"model": saved, "task": task}}, path)
+    return str(path)
+
+
+def test_export_files_and_force(tmp_path, capsys):
+    ckpt = fabricated(tmp_path / "unilm.pt")
+    out = tmp_path / "hf"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert cli_main([ckpt, "--out", str(out), "--force"]) == 0
+    assert capsys.readouterr().out.strip() == f"s2sft-export: wrote {out}"
+    names = set(os.listdir(out))
+    assert {"config.json", "model.safetensors", "modeling_s2sft.py", "tokenizer_config.json", "README.md",
+            "notes.txt"} <= names and not any(n.startswith(".s2sft-export") for n in os.listdir(tmp_path))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(out / "config.json").st_mode & 0o777 == 0o666 & ~umask
+    from transformers import BertForMaskedLM
+    _, info = BertForMaskedLM.from_pretrained(str(out), output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+
+
+def test_refusals_name_the_problem(tmp_path, capsys):
+    b2b = fabricated(tmp_path / "b2b.pt", "bert2bert", rel_pos_bins=32, max_rel_pos=64)
+    assert "relative position bias cannot be an EncoderDecoderModel" in _error(capsys, [b2b, "--out", str(tmp_path / "a")])
+    data = tmp_path / "data"
+    data.mkdir()
+    from s2sft_fairseq.checkpoints import load_pretrained
+    load_pretrained(factory.get("roberta")[0]).dictionary.save(str(data / "dict.src.txt"))
+    unilm = fabricated(tmp_path / "unilm.pt", data=str(data))
+    err = _error(capsys, [unilm, "--out", str(tmp_path / "b")])
+    assert "dict.src.txt (the training data) vs the tokenizer" in err and "does not match the checkpoint at index 0" in err
+    err = _error(capsys, [unilm, "--out", str(tmp_path / "c"), "--tokenizer", str(tmp_path / "gone")])
+    assert "does not exist on this machine" in err and "--tokenizer DIR" in err
+    assert not any(os.path.exists(tmp_path / n) for n in "abc")
+
+
 # ---------------------------------------------------------------------------- unilm_seq2seq
 UNILM_CASES = [  # family, saved-config overrides (the method the checkpoint records)
     ("bert", {}),
