@@ -371,6 +371,9 @@ def test_relative_position_bias_and_segment_ids_4_5(trained, tmp_path):
     from transformers import BertForMaskedLM
     _, info = BertForMaskedLM.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
+    from s2sft_fairseq.checkpoints import CheckpointError, load_pretrained
+    with pytest.raises(CheckpointError, match="rel"):  # refused, never imported without its bias
+        load_pretrained(out)
 
 
 @pytest.mark.slow
