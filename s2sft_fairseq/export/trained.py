@@ -87,7 +87,7 @@ def read_checkpoint(path: str, tokenizer_dir: str = "", model_type: str = "", da
     history = state.get("optimizer_history") or [{}]
     extra = state.get("extra_state") or {}
     ck.meta = {"num_updates": history[-1].get("num_updates"), "epoch": (extra.get("train_iterator") or {}).get("epoch"),
-               "best": (extra.get("best") if "best" in extra else None), "val_loss": extra.get("val_loss")}
+               "best": extra.get("best"), "val_loss": extra.get("val_loss")}
     _load_vocabulary(ck)
     return ck
 
