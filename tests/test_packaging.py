@@ -33,7 +33,7 @@ def test_wheel_installs_preprocess_as_s2sft_preprocess(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     shutil.copy(os.path.join(REPO, "setup.py"), src)
-    for package in ("s2sft_fairseq", "preprocess"):
+    for package in ("s2sft_fairseq", "preprocess", "export_templates"):
         shutil.copytree(os.path.join(REPO, package), src / package, ignore=shutil.ignore_patterns("__pycache__"))
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                             "--no-index", "-w", str(tmp_path / "dist"), str(src)],
@@ -45,7 +45,7 @@ def test_wheel_installs_preprocess_as_s2sft_preprocess(tmp_path):
         names = z.namelist()
         z.extractall(tmp_path / "site")
     tops = {n.split("/")[0] for n in names}
-    assert tops == {"s2sft_fairseq", "s2sft_preprocess", "s2sft_fairseq-0.1.0.dist-info"}, tops
+    assert tops == {"s2sft_fairseq", "s2sft_preprocess", "s2sft_export_templates", "s2sft_fairseq-0.1.0.dist-info"}, tops
     modules = sorted(n for n in os.listdir(os.path.join(REPO, "preprocess")) if n.endswith(".py"))
     assert "prepare.py" in modules
     assert sorted(n.split("/", 1)[1] for n in names if n.startswith("s2sft_preprocess/")) == modules
@@ -56,6 +56,7 @@ def test_wheel_installs_preprocess_as_s2sft_preprocess(tmp_path):
         "s2sft-prepare": "s2sft_preprocess.prepare:cli_main",
         "s2sft-import": "s2sft_fairseq.checkpoints.cli:cli_main",
         "s2sft-score": "s2sft_fairseq.scoring.cli:cli_main",
+        "s2sft-export": "s2sft_fairseq.export.cli:cli_main",
     }
 
     # the installed copy, from outside the repository: console scripts resolve, the text tools run
@@ -70,6 +71,9 @@ for ep in dist.entry_points.select(group="console_scripts"):
 from s2sft_preprocess.text import one_line
 import s2sft_fairseq.text
 assert s2sft_fairseq.text.__file__.startswith(site)
+from s2sft_fairseq.export.unilm import template_path
+import s2sft_export_templates
+assert template_path() == s2sft_export_templates.MODELING and template_path().startswith(site), template_path()
 assert one_line("a\\x00b\\u2028 c\\n") == "a b c"
 from s2sft_preprocess import prepare
 try:
