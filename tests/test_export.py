@@ -371,9 +371,24 @@ def test_relative_position_bias_and_segment_ids_4_5(trained, tmp_path):
     from transformers import BertForMaskedLM
     _, info = BertForMaskedLM.from_pretrained(out, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"], info
-    from s2sft_fairseq.checkpoints import CheckpointError, load_pretrained
-    with pytest.raises(CheckpointError, match="rel"):  # refused, never imported without its bias
-        load_pretrained(out)
+    # round trip: the importer reads the table back from config.json, with the segment ids
+    from s2sft_fairseq.checkpoints import load_pretrained
+    ck = load_pretrained(out)
+    assert torch.equal(ck.state_dict["rel_pos_bias.weight"], state["model"]["stack.rel_pos_bias.weight"])
+    assert (ck.config.rel_pos_bins, ck.config.source_type_id, ck.config.target_type_id) == (32, 4, 5)
+    models, task = load(ckpt, data)
+    from omegaconf import open_dict
+    cfg = models[0].cfg
+    with open_dict(cfg):
+        cfg.pretrained_checkpoint, cfg.load_pretrained_weights = out, True
+    again = type(models[0]).build_model(cfg, task).eval()
+    task.load_dataset("train")
+    ds = task.dataset("train")
+    sample = ds.collater([ds[i] for i in range(8)])
+    with torch.no_grad():
+        a, _ = models[0](**sample["net_input"])
+        b, _ = again(**sample["net_input"])
+    assert (a - b).abs().max().item() <= 1e-5
 
 
 @pytest.mark.slow

@@ -107,7 +107,22 @@ def recognises(path: str) -> bool:
 def load(path: str) -> PretrainedCheckpoint:
     """Read a Hugging Face directory (no network) into stack names, checked against its config."""
     raw, weights_file = read_weights(path)
+    exported_rel_pos_bias(path, raw)
     return build_checkpoint(path, raw, weights_file, RULES)
+
+
+EXPORTED_REL_POS = "rel_pos_bias.weight"
+
+
+def exported_rel_pos_bias(folder: str, raw: Dict[str, torch.Tensor]) -> None:
+    """A model exported by ``s2sft-export`` keeps its relative position bias table in
+    ``config.json`` (``s2sft.rel_pos_bias``: the stock masked-LM classes would call it an unexpected
+    weight); put it with the tensors, where the renaming rules find it like a checkpoint's own."""
+    extra = read_config(os.path.join(folder, "config.json")).get("s2sft")
+    table = extra.get("rel_pos_bias") if isinstance(extra, dict) else None
+    if table is None or any("rel_pos_bias" in k for k in raw):
+        return
+    raw[EXPORTED_REL_POS] = torch.tensor(table, dtype=torch.float32)
 
 
 def build_checkpoint(folder: str, raw: Dict[str, torch.Tensor], weights_file: str, rules: RenameRules,

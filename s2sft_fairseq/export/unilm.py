@@ -12,7 +12,7 @@ standalone module copied from ``export_templates/`` and named in ``auto_map``, s
 What the stock classes cannot hold stays out of the weights file: the relative position bias
 table (UniLMv2-style checkpoints, ``rel_pos_bins > 0``) is written into ``config.json``
 (``s2sft.rel_pos_bias``, heads x buckets, with the UniLM keys ``rel_pos_bins`` / ``max_rel_pos``
-at the top level, so that the plugin's importer refuses the directory rather than drop the bias)
+at the top level; the plugin's importer reads the table back from there)
 and only the generation module applies it; the stock class loads the weights but computes
 without it. Segment ids are written as UniLM configs record them (``source_type_id`` /
 ``target_type_id``).
