@@ -20,6 +20,8 @@
 #   BEAM           beam size                                                                     [5]
 #   TEST_N         decode the first TEST_N test pairs (0 = all 2,333)                            [0]
 #   SAMPLES        test examples shown under the scores (a seeded random sample)                 [8]
+#   TRAIN_PRECISION  fp32 | bf16 (--amp --cpu: bf16 autocast, fp32 weights)                      [fp32]
+#   DECODE_PRECISION fp32 | bf16 | int8 (--decode-precision)                                     [fp32]
 #
 # Outputs in $WORK: results.md (scores, training and validation time, samples), loss_curve.png,
 # checkpoints/train.log (fairseq-train's log), checkpoints/tensorboard/ (open with
@@ -41,6 +43,8 @@ VALID_N="${VALID_N:-300}"
 VALID_EVERY="${VALID_EVERY:-100}"
 LOG_INTERVAL="${LOG_INTERVAL:-50}"
 TEST_N="${TEST_N:-0}"
+TRAIN_PRECISION="${TRAIN_PRECISION:-fp32}"
+DECODE_PRECISION="${DECODE_PRECISION:-fp32}"
 SAMPLES="${SAMPLES:-8}"
 t0=$(date +%s)
 stamp() { echo "[quickstart +$(( $(date +%s) - t0 ))s] $*"; }
@@ -97,7 +101,14 @@ if [ "$TEST_N" -gt 0 ] && [ "$TEST_N" -lt "$n_test" ]; then
   fi
 fi
 
-stamp "fine-tune ($METHOD, up to $MAX_UPDATE updates or $TRAIN_MINUTES minutes; log: $WORK/checkpoints/train.log)"
+AMP_ARGS=()
+case "$TRAIN_PRECISION" in
+  fp32) ;;
+  bf16) AMP_ARGS=(--amp) ;;
+  *) echo "TRAIN_PRECISION=$TRAIN_PRECISION: expected fp32 or bf16" >&2; exit 2 ;;
+esac
+
+stamp "fine-tune ($METHOD, $TRAIN_PRECISION, up to $MAX_UPDATE updates or $TRAIN_MINUTES minutes; log: $WORK/checkpoints/train.log)"
 mkdir -p "$WORK/checkpoints"
 "$BIN/fairseq-train" "$WORK/bin" --user-dir "$ROOT/s2sft_fairseq" \
   --task pseudo_masked_lm --arch unilm_seq2seq --criterion s2s_label_smoothed_cross_entropy \
@@ -106,15 +117,15 @@ mkdir -p "$WORK/checkpoints"
   --optimizer torch_adamw --adam-betas '(0.9,0.999)' --adam-eps 1e-6 --weight-decay 0.01 --clip-norm 1.0 \
   --lr 2e-4 --lr-scheduler polynomial_decay --warmup-updates 150 --total-num-update "$MAX_UPDATE" \
   --batch-size 48 --max-update "$MAX_UPDATE" --stop-time-hours "$(awk -v m="$TRAIN_MINUTES" 'BEGIN{print m/60}')" \
-  --cpu --num-workers 0 --log-format simple --log-interval "$LOG_INTERVAL" "${VALID_ARGS[@]}" \
+  --cpu "${AMP_ARGS[@]}" --num-workers 0 --log-format simple --log-interval "$LOG_INTERVAL" "${VALID_ARGS[@]}" \
   --tensorboard-logdir "$WORK/checkpoints/tensorboard" \
   --save-dir "$WORK/checkpoints" --no-epoch-checkpoints --save-interval-updates 500 --keep-interval-updates 1 \
   --seed 1 2>&1 | tee -a "$WORK/checkpoints/train.log"
 
-stamp "decode $TEST_DIR (test, beam $BEAM, cached incremental decoding)"
+stamp "decode $TEST_DIR (test, beam $BEAM, cached incremental decoding, $DECODE_PRECISION)"
 "$BIN/fairseq-generate" "$TEST_DIR" --user-dir "$ROOT/s2sft_fairseq" --task pseudo_masked_lm \
   --path "$WORK/checkpoints/checkpoint_last.pt" --gen-subset test --beam "$BEAM" --lenpen 1.0 \
-  --max-len-b 40 --no-repeat-ngram-size 3 --batch-size 64 --cpu \
+  --max-len-b 40 --no-repeat-ngram-size 3 --batch-size 64 --cpu --decode-precision "$DECODE_PRECISION" \
   --max-source-positions 64 --max-target-positions 40 > "$WORK/generate-test.txt"
 tail -n 2 "$WORK/generate-test.txt"
 
