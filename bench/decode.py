@@ -217,6 +217,48 @@ class HF:
         return out
 
 
+# ------------------------------------------------------------------------ FLOPs and peaks
+def precision_of(name):
+    return "bf16" if name.endswith("_bf16") else "int8" if name.endswith("_int8") else "fp32"
+
+
+def decode_flops(name, beam, n, B, S, h=384, f=1536, layers=6, V=30522):
+    """Matmul FLOPs of one generate call of ``ours*`` (analytic; what is actually computed): the
+    encoder (the last layer only its keys/values), then per step for R = B * beam rows the fed
+    slots (2 for pseudo-masked after the first step, 1 for causal) through every layer (the last
+    layer's attention output / feed-forward only for the predicting slot), attention over source +
+    cached target, the MLM head transform and the vocabulary projection of the predicting slot."""
+    lin = 2 * (4 * h * h + 2 * h * f)
+    enc = (layers - 1) * (B * S * lin + 4 * B * S * S * h) + B * S * 2 * 2 * h * h
+    R = B * beam
+    total = enc
+    for step in range(n):
+        slots = 1 if ("causal" in name or step == 0) else 2
+        t = step + slots
+        per_layer = slots * R * lin + 4 * slots * R * (S + t) * h
+        last = slots * R * 2 * 3 * h * h + R * 2 * (h * h + 2 * h * f) + 4 * R * (S + t) * h
+        total += (layers - 1) * per_layer + last + R * 2 * h * h + R * 2 * h * V
+    return total
+
+
+def matmul_peaks(torch, n=2048, reps=3):
+    """fp32, bf16 and int8 (``torch._int_mm``) GFLOP/s of an n^3 matmul with the benchmark's threads."""
+    out = {}
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    pairs = {"fp32": (a, b, torch.matmul), "bf16": (a.bfloat16(), b.bfloat16(), torch.matmul),
+             "int8": (torch.randint(-64, 64, (n, n), dtype=torch.int8),
+                      torch.randint(-64, 64, (n, n), dtype=torch.int8), torch._int_mm)}
+    for key, (x, y, fn) in pairs.items():
+        fn(x, y)
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            fn(x, y)
+            best = min(best, time.perf_counter() - t)
+        out[key] = 2 * n ** 3 / best
+    return out
+
+
 # ------------------------------------------------------------------------ driver
 def loadavg():
     try:
@@ -312,6 +354,7 @@ def main():
         return True
 
     load_before = loadavg()
+    peaks = matmul_peaks(torch)
     for r in runners.values():  # warm-up: allocator, thread pools, lazy inits
         r.generate(src, max(beams), 4)
     if args.check:
@@ -344,6 +387,8 @@ def main():
                 print(f"beam {beam} N {n:4d} {name:12s} {min(times[name]):8.2f} s  ({', '.join(f'{x:.2f}' for x in times[name])})",
                       flush=True)
     load_after = loadavg()
+    for key, value in matmul_peaks(torch).items():
+        peaks[key] = max(peaks[key], value)
 
     m = machine()
     print()
@@ -353,8 +398,12 @@ def main():
           + (f"; {busy_starts[0]} timed batch(es) started on a busy machine" if args.wait_idle > 0 else ""))
     print(f"command: python bench/decode.py {' '.join(sys.argv[1:])}".rstrip())
     print()
-    print("| beam | N | config | sentences/s | ms / token | × hf (sent/s) |")
-    print("|---:|---:|---|---:|---:|---:|")
+    print("matmul peaks (2048^3, same threads, best of start/end): " + ", ".join(
+        f"{k} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()) + "; '% peak' is each configuration's share of its own"
+          " precision's peak (ours: analytic matmul FLOPs, see decode_flops)")
+    print()
+    print("| beam | N | config | sentences/s | ms / token | × hf (sent/s) | × ours fp32 | % peak |")
+    print("|---:|---:|---|---:|---:|---:|---:|---:|")
     for beam in beams:
         for n in lengths:
             ref = results.get((beam, n, "hf"))
@@ -363,7 +412,12 @@ def main():
                 if t is None:
                     continue
                 ratio = f"{ref / t:.2f}" if ref else "-"
-                print(f"| {beam} | {n} | {name} | {BATCH / t:.2f} | {1000 * t / (BATCH * n):.1f} | {ratio} |")
+                base = results.get((beam, n, "ours_causal" if "causal" in name else "ours"))
+                vs_ours = f"{base / t:.2f}" if (base and name.startswith("ours")) else "-"
+                pct = (f"{100 * decode_flops(name, beam, n, BATCH, SRC_LEN) / t / peaks[precision_of(name)]:.0f}%"
+                       if name.startswith("ours") else "-")
+                print(f"| {beam} | {n} | {name} | {BATCH / t:.2f} | {1000 * t / (BATCH * n):.1f} | {ratio} "
+                      f"| {vs_ours} | {pct} |")
     for beam in beams:
         for n in lengths:
             a, f = results.get((beam, n, "ours")), results.get((beam, n, "full"))

@@ -34,3 +34,29 @@ def test_train_benchmark_smoke():
     out = run_bench("train.py")
     for name in ("hf_bert2bert", "hf_bertshare", "causal", "masked", "pseudo_masked"):
         assert f"| {name} |" in out, out[-2000:]
+
+
+@pytest.mark.slow
+def test_amp_loss_curve_smoke(toy_data, tmp_path):
+    """bench/amp_loss_curve.py --smoke: both runs train, the table and the figure are written."""
+    env = dict(os.environ, OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "amp_loss_curve.py"), "--smoke",
+                           "--data", toy_data, "--work", str(tmp_path), "--tolerance", "1.0"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| 2 |" in proc.stdout and "| 6 |" in proc.stdout and (tmp_path / "amp_loss_curve.png").exists()
+
+
+@pytest.mark.slow
+def test_decode_quality_smoke(tiny_save_dir, tmp_path):
+    """bench/decode_quality.py on a tiny checkpoint: every precision decodes, scores and agrees."""
+    save, data, _ = tiny_save_dir
+    env = dict(os.environ, OMP_NUM_THREADS="2", HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "decode_quality.py"),
+                           "--checkpoint", os.path.join(save, "checkpoint_best.pt"), "--data", data,
+                           "--reference", os.path.join(os.path.dirname(data), "test.tgt"), "--work", str(tmp_path),
+                           "--beam", "2"], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for p in ("fp32", "bf16", "int8"):
+        assert f"| {p} |" in proc.stdout, proc.stdout[-2000:]
+    assert "| fp32 | " in proc.stdout and "100.00 % |" in proc.stdout  # fp32 agrees with itself
