@@ -12,6 +12,7 @@ setup(
     # `s2sft_export_templates`.
     packages=find_packages(include=["s2sft_fairseq", "s2sft_fairseq.*"]) + ["s2sft_preprocess", "s2sft_export_templates"],
     package_dir={"s2sft_preprocess": "preprocess", "s2sft_export_templates": "export_templates"},
+    package_data={"s2sft_fairseq.serving": ["demo.html"]},  # the demo page of s2sft-serve
     python_requires=">=3.10",
     # torch and fairseq are installed by tests/setup_env.sh in a fixed order (see README);
     # they are not declared here so that pip never resolves an unpinned (CUDA) torch.
@@ -22,6 +23,7 @@ setup(
             "s2sft-score=s2sft_fairseq.scoring.cli:cli_main",
             "s2sft-import=s2sft_fairseq.checkpoints.cli:cli_main",
             "s2sft-export=s2sft_fairseq.export.cli:cli_main",
+            "s2sft-serve=s2sft_fairseq.serving.cli:cli_main",
         ],
     },
 )

@@ -146,10 +146,16 @@ class S2SFT(nn.Module):
         return cls(cfg, task, models, CheckpointTokenizerBPE.from_dir(tokenizer_dir), opts.generation, opts.batching)
 
     # ------------------------------------------------------------------ text <-> ids
-    def encode(self, text: str) -> torch.LongTensor:
-        """Clean, tokenize and binarize ``text`` (ids ending in the end symbol; empty text: just that)."""
-        return self.task.source_dictionary.encode_line(" ".join(self.bpe.tokens(text)), add_if_not_exist=False,
-                                                       append_eos=True).long()
+    def encode(self, text: str, bpe=None) -> torch.LongTensor:
+        """Clean, tokenize and binarize ``text`` (ids ending in the end symbol; empty text: just that).
+        ``bpe``: another copy of the tokenizer, for a caller in another thread than ``generate``'s."""
+        return self.task.source_dictionary.encode_line(" ".join((bpe or self.bpe).tokens(text)),
+                                                       add_if_not_exist=False, append_eos=True).long()
+
+    @property
+    def max_positions(self):
+        """(source, target) positions: a longer input is truncated, outputs are capped."""
+        return self._max_positions(self.task)
 
     def decode(self, tokens: torch.Tensor, extra_symbols_to_ignore=None) -> str:
         pieces = self.task.target_dictionary.string(tokens.int().cpu(), extra_symbols_to_ignore=extra_symbols_to_ignore)

@@ -60,6 +60,18 @@ if ! dpkg -s $APT_PKGS >/dev/null 2>&1; then
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $APT_PKGS
 fi
 
+# A real browser for the demo page test of s2sft-serve (tests/test_serve.py): Debian's chromium and
+# its driver. Not fatal: where they cannot be installed, that one test skips and says why.
+BROWSER_PKGS="chromium chromium-driver"
+if [ -z "${S2SFT_CUDA:-}" ] && ! dpkg -s $BROWSER_PKGS >/dev/null 2>&1; then
+  echo "[setup] apt: $BROWSER_PKGS (the browser test of the demo page)"
+  SUDO=""
+  if [ "$(id -u)" != "0" ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+  { $SUDO apt-get update -qq && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      --no-install-recommends $BROWSER_PKGS; } >/dev/null 2>&1 \
+    || echo "[setup] warning: could not install $BROWSER_PKGS; tests/test_serve.py skips its browser test" >&2
+fi
+
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$want" ]; then
   exit 0
 fi
