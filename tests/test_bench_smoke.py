@@ -60,3 +60,18 @@ def test_decode_quality_smoke(tiny_save_dir, tmp_path):
     for p in ("fp32", "bf16", "int8"):
         assert f"| {p} |" in proc.stdout, proc.stdout[-2000:]
     assert "| fp32 | " in proc.stdout and "100.00 % |" in proc.stdout  # fp32 agrees with itself
+
+
+def test_serve_benchmark_smoke(tiny_save_dir, tmp_path):
+    """bench/serve.py --smoke: both servers start, every cell is measured and reported."""
+    save, data, _ = tiny_save_dir
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONWARNINGS="ignore")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "serve.py"), "--smoke", "--threads", "1",
+                           "--checkpoint", os.path.join(save, "checkpoint_best.pt"),
+                           "--sources", os.path.join(os.path.dirname(data), "test.src"), "--log-dir", str(tmp_path)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for server in ("batching", "one at a time"):
+        for clients in (1, 4):
+            assert f"| {server} | {clients} | " in proc.stdout, proc.stdout[-2000:]
+    assert "| one at a time | 1 | 4 | " in proc.stdout and " | 1.00× | " in proc.stdout
