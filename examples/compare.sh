@@ -30,6 +30,8 @@
 #   BEAM LENPEN MIN_LEN MAX_LEN_B NO_REPEAT  decoding settings              [5 1.0 1 40 3]
 #   LR        peak learning rate (polynomial decay, 10% warmup)                   [2e-4]
 #   DEVICE    cpu | gpu (gpu drops --cpu); FP16=1 adds --fp16 on a GPU            [cpu]
+#   TRAIN_PRECISION   cpu: fp32 | bf16 (--amp --cpu: bf16 autocast, fp32 weights)        [fp32]
+#   DECODE_PRECISION  cpu: fp32 | bf16 | int8 (--decode-precision)                       [fp32]
 #   SYSTEMS   which systems, in order         [random causal masked pseudo bert2bert bertshare]
 #   SAMPLES   test examples shown with every system's output in the report (seed 1)            [8]
 #   RESULTS   output directory                                           [examples/results]
@@ -54,6 +56,8 @@ NO_REPEAT="${NO_REPEAT:-3}"
 LR="${LR:-2e-4}"
 DEVICE="${DEVICE:-cpu}"
 FP16="${FP16:-0}"
+TRAIN_PRECISION="${TRAIN_PRECISION:-fp32}"
+DECODE_PRECISION="${DECODE_PRECISION:-fp32}"
 SYSTEMS="${SYSTEMS:-random causal masked pseudo bert2bert bertshare}"
 FORCE="${FORCE:-0}"
 SAMPLES="${SAMPLES:-8}"
@@ -68,9 +72,26 @@ case "$DEVICE" in
   gpu) DEV_ARGS=(); [ "$FP16" = 1 ] && DEV_ARGS=(--fp16) ;;
   *) echo "DEVICE must be cpu or gpu, got $DEVICE" >&2; exit 2 ;;
 esac
+TRAIN_PREC_ARGS=(); GEN_PREC_ARGS=()
+case "$TRAIN_PRECISION" in
+  fp32) ;;
+  bf16) TRAIN_PREC_ARGS=(--amp) ;;
+  *) echo "TRAIN_PRECISION must be fp32 or bf16, got $TRAIN_PRECISION" >&2; exit 2 ;;
+esac
+case "$DECODE_PRECISION" in
+  fp32) ;;
+  bf16|int8) GEN_PREC_ARGS=(--decode-precision "$DECODE_PRECISION") ;;
+  *) echo "DECODE_PRECISION must be fp32, bf16 or int8, got $DECODE_PRECISION" >&2; exit 2 ;;
+esac
+if [ "$DEVICE" != cpu ] && [ "$TRAIN_PRECISION$DECODE_PRECISION" != fp32fp32 ]; then
+  echo "TRAIN_PRECISION / DECODE_PRECISION are CPU settings (DEVICE=gpu: FP16=1)" >&2; exit 2
+fi
+PREC_SIG=""; PREC_CMD=""
+[ "$TRAIN_PRECISION" = fp32 ] || { PREC_SIG+="_train${TRAIN_PRECISION}"; PREC_CMD+=" TRAIN_PRECISION=$TRAIN_PRECISION"; }
+[ "$DECODE_PRECISION" = fp32 ] || { PREC_SIG+="_decode${DECODE_PRECISION}"; PREC_CMD+=" DECODE_PRECISION=$DECODE_PRECISION"; }
 # The settings a results JSON must match to be reused.
-SIG="u${UPDATES}_b${BATCH}_m${MINUTES}_n${TEST_N}_x${MAX_EXAMPLES:-all}_lr${LR}_beam${BEAM}_lp${LENPEN}_min${MIN_LEN}_max${MAX_LEN_B}_nr${NO_REPEAT}_${DEVICE}$([ "$FP16" = 1 ] && echo _fp16 || true)"
-COMMAND="UPDATES=$UPDATES MINUTES=$MINUTES BATCH=$BATCH TEST_N=$TEST_N${MAX_EXAMPLES:+ MAX_EXAMPLES=$MAX_EXAMPLES} DEVICE=$DEVICE$([ "$FP16" = 1 ] && echo ' FP16=1' || true) bash examples/compare.sh"
+SIG="u${UPDATES}_b${BATCH}_m${MINUTES}_n${TEST_N}_x${MAX_EXAMPLES:-all}_lr${LR}_beam${BEAM}_lp${LENPEN}_min${MIN_LEN}_max${MAX_LEN_B}_nr${NO_REPEAT}_${DEVICE}$([ "$FP16" = 1 ] && echo _fp16 || true)${PREC_SIG}"
+COMMAND="UPDATES=$UPDATES MINUTES=$MINUTES BATCH=$BATCH TEST_N=$TEST_N${MAX_EXAMPLES:+ MAX_EXAMPLES=$MAX_EXAMPLES} DEVICE=$DEVICE$([ "$FP16" = 1 ] && echo ' FP16=1' || true)$PREC_CMD bash examples/compare.sh"
 
 t0=$(date +%s)
 stamp() { echo "[compare $(date +%H:%M:%S) +$(( $(date +%s) - t0 ))s] $*"; }
@@ -147,7 +168,7 @@ run_system() {
       --optimizer adam --adam-betas '(0.9,0.999)' --adam-eps 1e-6 --weight-decay 0.01 --clip-norm 1.0 \
       --lr "$LR" --lr-scheduler polynomial_decay --warmup-updates "$WARMUP" --total-num-update "$UPDATES" \
       --batch-size "$BATCH" --max-update "$UPDATES" --stop-time-hours "$STOP_HOURS" \
-      "${DEV_ARGS[@]}" --num-workers 0 --log-format json --log-interval "$LOG_INTERVAL" --disable-validation \
+      "${DEV_ARGS[@]}" "${TRAIN_PREC_ARGS[@]}" --num-workers 0 --log-format json --log-interval "$LOG_INTERVAL" --disable-validation \
       --save-dir "$dir/ckpt" --no-epoch-checkpoints --save-interval-updates 0 --no-save-optimizer-state \
       --seed "$SEED" 2>&1 | show_progress "$dir/train.log"
     [ "${PIPESTATUS[0]}" = 0 ] || { echo "[$sys] fairseq-train failed; log: $dir/train.log"; tail -n 15 "$dir/train.log"; return 1; }
@@ -163,7 +184,7 @@ run_system() {
     "$BIN/fairseq-generate" "$TEST_DIR" --user-dir "$ROOT/s2sft_fairseq" --task pseudo_masked_lm \
       --path "$dir/ckpt/checkpoint_last.pt" --gen-subset test --beam "$BEAM" --lenpen "$LENPEN" \
       --min-len "$MIN_LEN" --max-len-a 0 --max-len-b "$MAX_LEN_B" --no-repeat-ngram-size "$NO_REPEAT" \
-      --batch-size "$GEN_BATCH" --required-batch-size-multiple 1 --num-workers 0 "${DEV_ARGS[@]}" \
+      --batch-size "$GEN_BATCH" --required-batch-size-multiple 1 --num-workers 0 "${DEV_ARGS[@]}" "${GEN_PREC_ARGS[@]}" \
       --max-source-positions $MAX_SRC --max-target-positions $MAX_TGT \
       2>&1 >"$dir/generate.txt" | show_progress "$dir/generate.log"
     [ "${PIPESTATUS[0]}" = 0 ] || { echo "[$sys] fairseq-generate failed; log: $dir/generate.log"; tail -n 15 "$dir/generate.log"; return 1; }
@@ -200,7 +221,7 @@ done
 stamp "report -> $RESULTS/comparison.md, $RESULTS/comparison.png"
 "$PY" "$REPORT" report --results "$RESULTS" --systems "$SYSTEMS" --sig "$SIG" --command "$COMMAND" \
   --updates "$UPDATES" --batch "$BATCH" --minutes "$MINUTES" --lr "$LR" --warmup "$WARMUP" \
-  --decode "beam $BEAM, lenpen $LENPEN, min-len $MIN_LEN, max-len-a 0, max-len-b $MAX_LEN_B, no-repeat-ngram-size $NO_REPEAT, batch $GEN_BATCH" \
+  --decode "beam $BEAM, lenpen $LENPEN, min-len $MIN_LEN, max-len-a 0, max-len-b $MAX_LEN_B, no-repeat-ngram-size $NO_REPEAT, batch $GEN_BATCH, decode precision $DECODE_PRECISION" \
   --raw "$RAW" --test-dir "$TEST_DIR" --device "$DEVICE" --elapsed "$(( $(date +%s) - t0 ))" --samples "$SAMPLES"
 cat "$RESULTS/comparison.md"
 if [ "${#failed[@]}" -gt 0 ]; then

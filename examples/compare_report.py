@@ -307,7 +307,9 @@ def cmd_report(a):
              f"(cased) definitions.")
     L.append(f"- **Budget** (every system): at most {a.updates:,} updates of {a.batch} sentences "
              f"(= {a.updates * a.batch:,} sentences, {a.updates * a.batch / max(n_train, 1):.2g} epochs) "
-             f"and at most {a.minutes} min of training each (`--stop-time-hours`); Adam, lr {a.lr} "
+             f"and at most {a.minutes} min of training each (`--stop-time-hours`), "
+             + ("bf16 mixed precision (`--amp --cpu`: bf16 autocast, fp32 weights)" if "TRAIN_PRECISION=bf16" in a.command
+                else "fp32") + f"; Adam, lr {a.lr} "
              f"(polynomial decay to 0 at {a.updates} updates, {a.warmup} warmup), label smoothing 0.1, "
              f"target mask probability 0.5 (masked / pseudo-masked), seed 1, so every system sees the same "
              f"batches. Updates reached: "
