@@ -20,8 +20,11 @@
 #   BEAM           beam size                                                                     [5]
 #   TEST_N         decode the first TEST_N test pairs (0 = all 2,333)                            [0]
 #   SAMPLES        test examples shown under the scores (a seeded random sample)                 [8]
-#   TRAIN_PRECISION  fp32 | bf16 (--amp --cpu: bf16 autocast, fp32 weights)                      [fp32]
-#   DECODE_PRECISION fp32 | bf16 | int8 (--decode-precision)                                     [fp32]
+#   TRAIN_PRECISION  fp32 | bf16 (--amp --cpu: bf16 autocast, fp32 weights)                      [bf16]
+#   DECODE_PRECISION fp32 | bf16 | int8 (--decode-precision)                                     [bf16]
+#                  (bf16 for both: in the same 9 minutes it trains ~1.4x the updates and scores higher,
+#                  and bf16 decoding keeps fp32's ROUGE-L / BLEU within 0.05: README "Reduced precision on
+#                  the CPU"; TRAIN_PRECISION=fp32 DECODE_PRECISION=fp32 is the all-fp32 run)
 #
 # Outputs in $WORK: results.md (scores, training and validation time, samples), loss_curve.png,
 # checkpoints/train.log (fairseq-train's log), checkpoints/tensorboard/ (open with
@@ -43,8 +46,8 @@ VALID_N="${VALID_N:-300}"
 VALID_EVERY="${VALID_EVERY:-100}"
 LOG_INTERVAL="${LOG_INTERVAL:-50}"
 TEST_N="${TEST_N:-0}"
-TRAIN_PRECISION="${TRAIN_PRECISION:-fp32}"
-DECODE_PRECISION="${DECODE_PRECISION:-fp32}"
+TRAIN_PRECISION="${TRAIN_PRECISION:-bf16}"
+DECODE_PRECISION="${DECODE_PRECISION:-bf16}"
 SAMPLES="${SAMPLES:-8}"
 t0=$(date +%s)
 stamp() { echo "[quickstart +$(( $(date +%s) - t0 ))s] $*"; }
