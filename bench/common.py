@@ -34,3 +34,24 @@ def machine():
     except OSError:
         pass
     return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version()}
+
+
+#: the profiler's matrix-multiplication kernels (self time), for the Amdahl bounds of bf16
+MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
+              "aten::_scaled_dot_product_flash_attention_for_cpu",
+              "aten::_scaled_dot_product_flash_attention_for_cpu_backward"}
+
+
+def matmul_share(run, torch):
+    """Fraction of the op self time of ``run()`` spent in matrix multiplications (torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    return sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS) / total
+
+
+def amdahl_bound(f, s):
+    """Speed-up when the fraction ``f`` of the time runs ``s`` times faster: 1 / ((1 - f) + f / s)."""
+    return 1.0 / ((1.0 - f) + f / s)

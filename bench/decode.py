@@ -46,7 +46,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 USER_DIR = os.path.join(REPO, "s2sft_fairseq")
 sys.path.insert(0, REPO)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, minilm_path, setup_torch  # noqa: E402
+from common import amdahl_bound, machine, matmul_share, minilm_path, setup_torch  # noqa: E402
 
 BATCH, SRC_LEN = 16, 128
 SLOW = ("full", "hidden", "hf_nocache")
@@ -299,6 +299,9 @@ def wait_for_idle(max_wait, threshold=0.1):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="beam 5, N = 48 only, one timed batch")
+    ap.add_argument("--amdahl", action="store_true",
+                    help="also profile one fp32 batch of ours / ours_causal: the matmul share f and the Amdahl bound "
+                         "of bf16 decoding, 1 / ((1 - f) + f / s) with s = bf16 / fp32 matmul peak")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=2, help="timed batches per cell (best is reported)")
     ap.add_argument("--slow-reps", type=int, default=1, help="timed batches per cell for full / hidden / hf_nocache")
@@ -423,6 +426,27 @@ def main():
             a, f = results.get((beam, n, "ours")), results.get((beam, n, "full"))
             if a and f:
                 print(f"ours vs full recompute, beam {beam}, N {n}: {f / a:.1f}×")
+    if args.amdahl:
+        print_amdahl(torch, runners, results, peaks, src, beams[0], lengths[0])
+
+
+def print_amdahl(torch, runners, results, peaks, src, beam, n):
+    """The Amdahl bound of bf16 decoding for each fp32 ``ours*`` config, from a profile of one batch."""
+    s = peaks["bf16"] / peaks["fp32"]
+    print()
+    print(f"Amdahl bound of bf16 decoding (beam {beam}, N {n}; s = bf16 / fp32 matmul peak = {s:.2f}; f = matmul "
+          "share of an fp32 batch's op time, torch.profiler):")
+    print("| config | f | bound | 80 % of it | measured bf16 × fp32 | share of the bound |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in ("ours", "ours_causal"):
+        if name not in runners:
+            continue
+        f = matmul_share(lambda: runners[name].generate(src, beam, n), torch)
+        bound = amdahl_bound(f, s)
+        fp32, bf16 = results.get((beam, n, name)), results.get((beam, n, name + "_bf16"))
+        measured = f"{fp32 / bf16:.2f}×" if fp32 and bf16 else "-"
+        share = f"{100 * fp32 / bf16 / bound:.0f} %" if fp32 and bf16 else "-"
+        print(f"| {name} | {f:.3f} | {bound:.2f}× | {0.8 * bound:.2f}× | {measured} | {share} |")
 
 
 if __name__ == "__main__":

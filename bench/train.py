@@ -98,7 +98,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import machine, minilm_path, setup_torch  # noqa: E402
+from common import amdahl_bound, machine, matmul_share, minilm_path, setup_torch  # noqa: E402
 USER_DIR = os.path.join(REPO, "s2sft_fairseq")
 OURS_FP32 = ("causal", "masked", "pseudo_masked")
 HF_FP32 = ("hf_bert2bert", "hf_bertshare")
@@ -510,28 +510,16 @@ def run_profile(args, torch):
                                                              row_limit=args.profile_rows))
 
 
-MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
-              "aten::_scaled_dot_product_flash_attention_for_cpu",
-              "aten::_scaled_dot_product_flash_attention_for_cpu_backward"}
-
-
-def matmul_share(args, torch, name):
+def fp32_matmul_share(args, torch, name):
     """Fraction of an fp32 training step's op time spent in matrix multiplications (profiler,
     self time of the matmul kernels over the self time of all ops), for the Amdahl bound."""
-    from torch.profiler import ProfilerActivity, profile
     path = minilm_path()
     data_dir, dictionary = make_data_dir(path)
     batches = Batches(dictionary, args.batch, args.src_len, args.tgt_len)
     r = build_runner(name, path, data_dir, batches)
     for i in range(max(args.warmup, 1)):
         r.step(i)
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for i in range(args.profile_steps):
-            r.step(i)
-    events = prof.key_averages()
-    total = sum(e.self_cpu_time_total for e in events)
-    mm = sum(e.self_cpu_time_total for e in events if e.key in MATMUL_OPS)
-    return mm / total
+    return matmul_share(lambda: [r.step(i) for i in range(args.profile_steps)], torch)
 
 
 def run_amdahl(args, torch, configs):
@@ -545,8 +533,8 @@ def run_amdahl(args, torch, configs):
     print("|---|---:|---:|---:|")
     out = {}
     for name in configs:
-        f = matmul_share(args, torch, name)
-        bound = 1.0 / ((1.0 - f) + f / s)
+        f = fp32_matmul_share(args, torch, name)
+        bound = amdahl_bound(f, s)
         out[name] = {"f": f, "bound": bound}
         print(f"| {name} | {f:.3f} | {bound:.2f}× | {0.8 * bound:.2f}× |", flush=True)
     return out

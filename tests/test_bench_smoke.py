@@ -23,8 +23,9 @@ def run_bench(script, *args):
 
 @pytest.mark.slow
 def test_decode_benchmark_smoke():
-    out = run_bench("decode.py")
+    out = run_bench("decode.py", "--amdahl")
     assert "check full: same hypotheses as ours" in out and "check hidden: same hypotheses as ours" in out
+    assert "Amdahl bound of bf16 decoding" in out and "| ours | 0." in out and "| ours_causal | 0." in out
     for name in ("ours", "ours_causal", "hidden", "full", "hf"):
         assert f"| 2 | 4 | {name} |" in out, out[-2000:]
 

@@ -57,7 +57,9 @@ def test_wheel_installs_preprocess_as_s2sft_preprocess(tmp_path):
         "s2sft-import": "s2sft_fairseq.checkpoints.cli:cli_main",
         "s2sft-score": "s2sft_fairseq.scoring.cli:cli_main",
         "s2sft-export": "s2sft_fairseq.export.cli:cli_main",
+        "s2sft-serve": "s2sft_fairseq.serving.cli:cli_main",
     }
+    assert "s2sft_fairseq/serving/demo.html" in names  # the demo page is package data
 
     # the installed copy, from outside the repository: console scripts resolve, the text tools run
     site = str(tmp_path / "site")

@@ -289,6 +289,11 @@ BAD_INPUTS = {
     "too many inputs": ({"inputs": ["ok"] * 65}, 422, "65 texts, at most 64"),
     "seed not an integer": ({"inputs": ["ok"], "seed": 1.5}, 422, "seed: "),
     "negative temperature": ({"inputs": ["ok"], "sampling": True, "temperature": -1}, 422, "temperature: "),
+    "NaN length penalty": (b'{"inputs": ["ok"], "lenpen": NaN}', 422, "lenpen: "),
+    "seed out of range": ({"inputs": ["ok"], "seed": 2**40}, 422, "seed: "),
+    "top-k beyond the vocabulary": ({"inputs": ["ok"], "sampling": True, "sampling_topk": 10**9}, 422,
+                                    "sampling_topk: 1000000000, more than the model's"),
+    "JSON nested too deeply": (b'{"inputs": ' + b"[" * 100000 + b"]" * 100000 + b"}", 400, "nested too deeply"),
 }
 
 

@@ -22,10 +22,6 @@ from .batcher import DynamicBatcher, QueueFull
 from .limits import ServeLimits
 from .request import GenerateRequest, RequestProblem, check_limits, check_not_empty, parse, read_body
 
-#: how often a waiting request checks that its client is still connected (seconds)
-DISCONNECT_POLL = 0.05
-
-
 def build_app(model, limits: ServeLimits, checkpoint: str = "", decode_precision: str = "fp32") -> FastAPI:
     """The app around one loaded :class:`~s2sft_fairseq.hub_interface.S2SFT`."""
     max_source, max_target = model.max_positions
@@ -65,7 +61,7 @@ def build_app(model, limits: ServeLimits, checkpoint: str = "", decode_precision
         arrived = time.monotonic()
         body = await read_body(request.stream(), request.headers.get("content-length"), limits.max_body_bytes)
         req = parse(body)
-        check_limits(req, limits, max_target)
+        check_limits(req, limits, max_target, len(model.task.target_dictionary))
         req = req.with_model_defaults(max_target)
         counts = [len(model.encode(text, bpe=counting_bpe)) - 1 for text in req.inputs]
         check_not_empty(counts)
@@ -84,23 +80,32 @@ def build_app(model, limits: ServeLimits, checkpoint: str = "", decode_precision
 
 
 async def _wait(job, request: Request, batcher, deadline: float):
-    """The job's results; ``None`` if the client disconnected; 504 past the deadline."""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            batcher.withdraw(job)
-            raise RequestProblem(504, "decoding did not finish within --request-timeout; the request was dropped")
-        done, _ = await asyncio.wait({job.future}, timeout=min(DISCONNECT_POLL, left))
-        if done:
-            try:
-                return job.future.result()
-            except S2SFTError as e:
-                raise RequestProblem(422, str(e)) from None
-            except Exception as e:  # noqa: BLE001  (reported to the client, the server goes on)
-                raise RequestProblem(500, f"decoding failed: {type(e).__name__}: {e}") from None
-        if await request.is_disconnected():
-            batcher.withdraw(job)
-            return None
+    """The job's results; ``None`` if the client disconnected; 504 past the deadline. Nothing
+    polls: the wait ends when the results come, the client goes or the deadline passes."""
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({job.future, gone}, timeout=max(0.0, deadline - time.monotonic()),
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if job.future in done:
+        try:
+            return job.future.result()
+        except S2SFTError as e:
+            raise RequestProblem(422, str(e)) from None
+        except Exception as e:  # noqa: BLE001  (reported to the client, the server goes on)
+            raise RequestProblem(500, f"decoding failed: {type(e).__name__}: {e}") from None
+    batcher.withdraw(job)
+    if gone in done:
+        return None
+    raise RequestProblem(504, "decoding did not finish within --request-timeout; the request was dropped")
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client disconnects: once the body is read, the server's next ASGI message
+    for this request is ``http.disconnect`` (uvicorn sends it when the connection is lost)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _output(result) -> dict:

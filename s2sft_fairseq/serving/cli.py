@@ -67,7 +67,10 @@ def load(args):
 
 def cli_main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s | %(levelname)s | %(name)s | %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
+                        force=True)  # the imports above may have configured logging already
+    if args.log_level != "debug":  # fairseq logs every batch iterator it builds, i.e. every batch here
+        logging.getLogger("fairseq").setLevel(logging.WARNING)
     limits = ServeLimits(**{f.name: getattr(args, f.name) for f in fields(ServeLimits)})
     import torch
     import uvicorn

@@ -35,7 +35,7 @@ class RequestProblem(Exception):
 class GenerateRequest(BaseModel):
     """The JSON body of ``POST /generate``; the decoding fields are fairseq-generate's flags
     (``max_len`` is ``--max-len-b`` with ``--max-len-a 0``; scores as in the Python API)."""
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     inputs: List[str] = Field(min_length=1, description="the texts to decode")
     beam: int = Field(5, ge=1)
@@ -48,8 +48,9 @@ class GenerateRequest(BaseModel):
     sampling: bool = False
     sampling_topk: int = Field(-1, ge=-1)
     sampling_topp: float = Field(-1.0, ge=-1.0, le=1.0)
-    temperature: float = Field(1.0, gt=0)
-    seed: Optional[int] = Field(None, description="reseed before decoding (then never batched with others)")
+    temperature: float = Field(1.0, ge=0.01, le=100.0)
+    seed: Optional[int] = Field(None, ge=0, le=2**32 - 1,
+                                description="reseed before decoding (then never batched with others)")
 
     def generation_options(self) -> Dict:
         """The options of ``S2SFT.generate`` for this request (without the inputs)."""
@@ -95,6 +96,8 @@ def parse(body: bytes) -> GenerateRequest:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise RequestProblem(400, f"malformed JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    except RecursionError:
+        raise RequestProblem(400, "malformed JSON: nested too deeply") from None
     if not isinstance(data, dict):
         raise RequestProblem(422, f"the body is a JSON {type(data).__name__}, expected an object such as "
                                   "{\"inputs\": [\"a text\"]}")
@@ -115,9 +118,11 @@ def _describe(err: Dict) -> str:
     return f"{where}: {err['msg']} (got {json.dumps(err.get('input'))[:60]})"
 
 
-def check_limits(req: GenerateRequest, limits: ServeLimits, max_target_positions: int) -> None:
+def check_limits(req: GenerateRequest, limits: ServeLimits, max_target_positions: int, vocab_size: int) -> None:
     """This server's and this model's limits (422 naming the field)."""
     problems = []
+    if req.sampling_topk > vocab_size:
+        problems.append(f"sampling_topk: {req.sampling_topk}, more than the model's {vocab_size} output tokens")
     if len(req.inputs) > limits.max_inputs:
         problems.append(f"inputs: {len(req.inputs)} texts, at most {limits.max_inputs} per request (--max-inputs)")
     for i, text in enumerate(req.inputs):
