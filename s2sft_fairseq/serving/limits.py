@@ -11,7 +11,7 @@ class ServeLimits:
     max_queue: int = 256               # inputs waiting for a batch; beyond, 503 with Retry-After
     max_batch_size: int = 32           # inputs per batch
     max_batch_tokens: int = 4096       # source tokens per batch, padding included (inputs x longest)
-    max_wait_ms: float = 10.0          # how long the oldest waiting input may wait for others to join
+    max_wait_ms: float = 50.0          # how long the oldest waiting input may wait for others to join
     request_timeout: float = 120.0     # seconds from arrival to answer; then 504 and the work is dropped
 
     def check(self, max_source_positions: int) -> None:
