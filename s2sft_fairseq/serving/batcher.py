@@ -42,9 +42,8 @@ class Job:
     key: tuple
     future: asyncio.Future
     arrived: float = field(default_factory=time.monotonic)
-    results: List = field(default_factory=list)
-    remaining: int = 0
-    withdrawn: bool = False
+    results: List = field(init=False)
+    remaining: int = field(init=False)
 
     def __post_init__(self):
         self.results = [None] * len(self.texts)
@@ -107,9 +106,8 @@ class DynamicBatcher:
 
     def withdraw(self, job: Job) -> None:
         """Drop the job's inputs that are still waiting (the client is gone or timed out)."""
-        if job.withdrawn or job.future.done():
+        if job.future.done():  # answered, or withdrawn already (withdrawing cancels the future)
             return
-        job.withdrawn = True
         kept = deque(item for item in self._queue if item.job is not job)
         self.stats.dropped_inputs += len(self._queue) - len(kept)
         self._queue = kept
